@@ -1,0 +1,324 @@
+"""Typed experiment configuration: YAML -> frozen dataclasses, dotted overrides.
+
+Every key has one home here. Unknown keys, wrong types and bad values raise
+:class:`ConfigError` naming the dotted key, before anything runs. Facts the
+runtime knows (number of nodes, partition id, a device's data path) are not
+config: they come from Flower's context.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration key is unknown, mistyped or out of range."""
+
+
+@dataclass(frozen=True)
+class ShiftConfig:
+    """A simulated device shift applied to every window of the listed domains.
+
+    Rotation and mirroring act on 3-axis modalities (C == 3), the same for all
+    of them, as a phone carried differently turns accelerometer and gyroscope
+    together.
+    """
+
+    domains: list[int] = field(default_factory=list)
+    modalities: list[str] = field(default_factory=list)  # empty: every modality
+    rotate: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # deg about x, y, z
+    mirror: list[str] = field(default_factory=list)  # axes to flip, of "x", "y", "z"
+    gain: float = 1.0
+    bias: float = 0.0
+    noise: float = 0.0  # std of additive Gaussian noise, in signal units
+    resample: float = 1.0  # time-axis stretch: 1.1 = sensor clock 10 % fast
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Shape of the generated multimodal dataset used by fast tests."""
+
+    subjects: int = 6
+    windows_per_class: int = 20
+    classes: int = 4
+    modalities: dict[str, list[int]] = field(
+        default_factory=lambda: {"acc": [3, 64], "gyro": [3, 64]}
+    )  # name -> [channels, time steps]
+    subject_shift: float = 0.3  # per-subject offset, so domains differ
+    noise: float = 0.5
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    kind: Literal["synthetic", "hapt", "npz"] = "hapt"
+    path: str = ""  # npz file, or the HAPT .pkl.gz (empty: the installed package's copy)
+    target_domains: list[int] = field(default_factory=list)
+    modalities: list[str] = field(default_factory=list)  # empty: all in the dataset
+    window: int = 128  # HAPT: samples per window (2.56 s at 50 Hz)
+    step: int = 64  # HAPT: hop between windows (50 % overlap)
+    test_fraction: float = 0.3  # per client and class, the later part held out
+    cache_dir: str = ""  # empty: $FEDSENSE_CACHE or ~/.cache/fedsense
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    shifts: list[ShiftConfig] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    encoder: str = "conv1d"
+    channels: list[int] = field(default_factory=lambda: [32, 48, 64])
+    kernel_size: int = 5
+    embed_dim: int = 64
+    fusion: str = "concat"
+    dropout: float = 0.1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = 0.003
+    weight_decay: float = 0.0
+    batch_size: int = 32
+    local_epochs: int = 1
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class FedConfig:
+    mode: Literal["federated", "centralized"] = "federated"
+    rounds: int = 20
+    fraction_train: float = 1.0
+    fraction_evaluate: float = 1.0
+    min_clients: int = 2  # a round needs at least this many replies
+    timeout: float = 600.0  # seconds to wait for replies each round
+    num_cpus_per_client: int = 1  # Ray CPUs per virtual client (= clients training at once)
+    checkpoint_every: int = 1
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    method: str = "none"
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    dir: str = ""  # empty: runs/<name>-<timestamp> under the working directory
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    fed: FedConfig = field(default_factory=FedConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+
+# --------------------------------------------------------------------------- #
+# Building dataclasses from plain data, with errors that name the key.
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return the typed value."""
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return _build(tp, value, key)
+    if origin is Literal:
+        if value not in get_args(tp):
+            allowed = ", ".join(repr(a) for a in get_args(tp))
+            raise ConfigError(f"{key}: {value!r} is not one of {allowed}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item_tp, *_) = get_args(tp)
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        k_tp, v_tp = get_args(tp)
+        return {
+            _coerce(k, k_tp, f"{key}"): _coerce(v, v_tp, f"{key}.{k}") for k, v in value.items()
+        }
+    if origin in (Union, types.UnionType):
+        for arg in get_args(tp):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: {value!r} is not a {_type_name(tp)}")
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")  # pragma: no cover
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            where = f"{prefix}.{key}" if prefix else str(key)
+            valid = ", ".join(sorted(names))
+            raise ConfigError(f"unknown config key '{where}' (valid here: {valid})")
+    kwargs = {}
+    for name, value in data.items():
+        where = f"{prefix}.{name}" if prefix else name
+        kwargs[name] = _coerce(value, hints[name], where)
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict of a config (lists, not tuples), for YAML and JSON."""
+    return dataclasses.asdict(cfg)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override '{dotted}': '{'.'.join(parts[: i + 1])}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"a.b=value"`` -> ``("a.b", parsed)``; the value is read as YAML so lists work."""
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' must look like key=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override '{item}' has no key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override '{key}': value {raw!r} is not valid YAML ({err})") from None
+    return key, value
+
+
+def _check_values(cfg: Config) -> None:
+    """Range checks that types alone do not express."""
+    checks: list[tuple[bool, str]] = [
+        (cfg.fed.rounds >= 1, "fed.rounds: must be at least 1"),
+        (0.0 < cfg.fed.fraction_train <= 1.0, "fed.fraction_train: must be in (0, 1]"),
+        (0.0 <= cfg.fed.fraction_evaluate <= 1.0, "fed.fraction_evaluate: must be in [0, 1]"),
+        (cfg.fed.min_clients >= 1, "fed.min_clients: must be at least 1"),
+        (cfg.fed.timeout > 0, "fed.timeout: must be positive"),
+        (cfg.fed.num_cpus_per_client > 0, "fed.num_cpus_per_client: must be positive"),
+        (cfg.fed.checkpoint_every >= 1, "fed.checkpoint_every: must be at least 1"),
+        (cfg.train.lr > 0, "train.lr: must be positive"),
+        (cfg.train.weight_decay >= 0, "train.weight_decay: must be non-negative"),
+        (cfg.train.batch_size >= 1, "train.batch_size: must be at least 1"),
+        (cfg.train.local_epochs >= 1, "train.local_epochs: must be at least 1"),
+        (0.0 < cfg.data.test_fraction < 1.0, "data.test_fraction: must be in (0, 1)"),
+        (cfg.data.window >= 8, "data.window: must be at least 8 samples"),
+        (1 <= cfg.data.step <= cfg.data.window, "data.step: must be in [1, data.window]"),
+        (cfg.model.kernel_size >= 1, "model.kernel_size: must be at least 1"),
+        (cfg.model.embed_dim >= 1, "model.embed_dim: must be at least 1"),
+        (len(cfg.model.channels) >= 1, "model.channels: needs at least one layer"),
+        (all(c >= 1 for c in cfg.model.channels), "model.channels: every width must be >= 1"),
+        (0.0 <= cfg.model.dropout < 1.0, "model.dropout: must be in [0, 1)"),
+        (cfg.data.synthetic.subjects >= 1, "data.synthetic.subjects: must be at least 1"),
+        (cfg.data.synthetic.classes >= 2, "data.synthetic.classes: must be at least 2"),
+        (
+            cfg.data.synthetic.windows_per_class >= 4,
+            "data.synthetic.windows_per_class: must be at least 4",
+        ),
+    ]
+    for i, shift in enumerate(cfg.data.shifts):
+        key = f"data.shifts[{i}]"
+        checks += [
+            (len(shift.rotate) == 3, f"{key}.rotate: needs three angles (x, y, z degrees)"),
+            (set(shift.mirror) <= {"x", "y", "z"}, f"{key}.mirror: axes must be x, y or z"),
+            (shift.noise >= 0, f"{key}.noise: must be non-negative"),
+            (shift.resample > 0, f"{key}.resample: must be positive"),
+        ]
+    for name, shape in cfg.data.synthetic.modalities.items():
+        ok = len(shape) == 2 and shape[0] >= 1 and shape[1] >= 8
+        checks.append((ok, f"data.synthetic.modalities.{name}: must be [channels>=1, steps>=8]"))
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    # Names checked against their registries (imported late: registries import torch).
+    from fedsense.adaptation import METHODS
+    from fedsense.models import ENCODERS, FUSIONS
+
+    for key, name, registry in (
+        ("model.encoder", cfg.model.encoder, ENCODERS),
+        ("model.fusion", cfg.model.fusion, FUSIONS),
+        ("adapt.method", cfg.adapt.method, METHODS),
+    ):
+        if name not in registry:
+            raise ConfigError(f"{key}: unknown '{name}' (valid: {', '.join(sorted(registry))})")
+
+
+def from_dict(data: dict[str, Any] | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Build a checked :class:`Config` from a plain mapping plus dotted overrides."""
+    tree: dict[str, Any] = dict(data or {})
+    if not isinstance(tree, dict):
+        raise ConfigError("the configuration must be a mapping at the top level")
+    tree = yaml.safe_load(yaml.safe_dump(tree))  # deep copy, plain types
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_dotted(tree, key, value)
+    cfg = _build(Config, tree)
+    _check_values(cfg)
+    return cfg
+
+
+def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML experiment file and apply ``key=value`` overrides."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return from_dict(data, overrides)
+
+
+def dump(cfg: Config) -> str:
+    """The resolved configuration as YAML (what ``config.yaml`` in a run holds)."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def split_overrides(text: str) -> list[str]:
+    """The ``overrides`` run-config string (one ``key=value`` per line) as a list."""
+    return [line.strip() for line in text.splitlines() if line.strip()]

@@ -1,0 +1,103 @@
+"""One client's view of the data: its train and held-out parts and its role.
+
+In simulation a client is a partition of the configured dataset (one per
+subject); on a real device it is the npz file its SuperNode points at. A
+target client's training labels are removed here, before any training code
+sees them, so no method can use them by accident.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+
+from fedsense.config import Config
+from fedsense.data.base import Dataset, DatasetError
+from fedsense.data.loaders import cached_dataset
+
+
+@dataclass(frozen=True)
+class ClientData:
+    train: Dataset  # labels are -1 throughout for a target client
+    test: Dataset
+    role: Literal["source", "target"]
+    partition_id: int  # -1 on a real device
+
+
+def hide_labels(ds: Dataset) -> Dataset:
+    """The same windows with every label replaced by -1 (unlabeled)."""
+    return replace(ds, y=np.full_like(ds.y, -1))
+
+
+_PARTITIONS: dict[int, list] = {}
+
+
+def _partition(cfg: Config, ds: Dataset) -> list:
+    from fedsense.data.partition import partition
+
+    key = id(ds)
+    if key not in _PARTITIONS:
+        _PARTITIONS.clear()
+        _PARTITIONS[key] = partition(ds, cfg.data.target_domains, cfg.data.test_fraction)
+    return _PARTITIONS[key]
+
+
+def num_clients(cfg: Config) -> int:
+    """How many clients (subjects) the configured dataset has."""
+    return len(_partition(cfg, cached_dataset(cfg.data, cfg.seed)))
+
+
+def _device_data(cfg: Config, path: str, role: str | None) -> ClientData:
+    from fedsense.data.npz import load_npz
+    from fedsense.data.partition import split_indices
+
+    ds = load_npz(path, list(cfg.data.modalities) or None)
+    if role is None:
+        domains = set(int(d) for d in np.unique(ds.domain))
+        role = "target" if domains & set(cfg.data.target_domains) else "source"
+    if role not in ("source", "target"):
+        raise DatasetError(f"node config role={role!r}: must be 'source' or 'target'")
+    train, test = split_indices(ds.y, cfg.data.test_fraction)
+    return _finish(ds.subset(train), ds.subset(test), role, -1)  # type: ignore[arg-type]
+
+
+def _finish(train: Dataset, test: Dataset, role: Literal["source", "target"], pid: int) -> ClientData:
+    if role == "target":
+        train = hide_labels(train)
+    return ClientData(train=train, test=test, role=role, partition_id=pid)
+
+
+def load_client_data(cfg: Config, node_config: Mapping[str, object]) -> ClientData:
+    """The data of the client described by a SuperNode's ``node_config``.
+
+    ``data-path`` (a real device's npz) wins; otherwise ``partition-id`` and
+    ``num-partitions`` select one subject of the configured dataset.
+    """
+    from fedsense import protocol
+    from fedsense.data.partition import client_data
+
+    if protocol.NODE_DATA_PATH in node_config:
+        role = node_config.get(protocol.NODE_ROLE)
+        return _device_data(cfg, str(node_config[protocol.NODE_DATA_PATH]), role and str(role))
+    if protocol.NODE_PARTITION_ID not in node_config:
+        raise DatasetError(
+            "this node has neither 'data-path' nor 'partition-id' in its node config; "
+            "start the SuperNode with --node-config \"data-path=/path/device.npz\""
+        )
+    pid = int(node_config[protocol.NODE_PARTITION_ID])  # type: ignore[arg-type]
+    ds = cached_dataset(cfg.data, cfg.seed)
+    splits = _partition(cfg, ds)
+    total = node_config.get(protocol.NODE_NUM_PARTITIONS)
+    if total is not None and int(total) != len(splits):  # type: ignore[arg-type]
+        raise DatasetError(
+            f"the federation has {total} SuperNodes but the dataset has {len(splits)} "
+            "clients (one per subject); set num-supernodes to match"
+        )
+    if not 0 <= pid < len(splits):
+        raise DatasetError(f"partition-id {pid} out of range: the dataset has {len(splits)} clients")
+    split = splits[pid]
+    train, test = client_data(ds, split)
+    return _finish(train, test, split.role, pid)

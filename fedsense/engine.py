@@ -1,0 +1,90 @@
+"""Local training and evaluation: tensors in, a dict of numbers out.
+
+No Flower here. The ClientApp and the centralized runner both call these.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fedsense.config import TrainConfig
+from fedsense.data.base import Dataset
+from fedsense.metrics import confusion
+
+
+def as_tensors(ds: Dataset, index: np.ndarray | slice = slice(None)) -> dict[str, Tensor]:
+    """Modality tensors ``(B, C, T)`` of the rows ``index`` (no copy where possible)."""
+    return {m: torch.from_numpy(np.ascontiguousarray(a[index])) for m, a in ds.x.items()}
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
+
+
+def train_supervised(
+    model: nn.Module,
+    data: Dataset,
+    cfg: TrainConfig,
+    *,
+    epochs: int,
+    lr: float,
+    seed: int,
+) -> dict[str, float]:
+    """Cross-entropy training on the labelled windows of ``data``.
+
+    Unlabeled windows (``y == -1``) are skipped: a target client's labels are
+    removed before its data reach this function. Shuffling follows ``seed``.
+
+    Returns ``loss_task`` (mean over steps), ``steps`` and ``num_examples``
+    (labelled windows seen per epoch, the FedAvg weight).
+    """
+    labelled = np.flatnonzero(data.y >= 0)
+    if labelled.size == 0:
+        return {"loss_task": 0.0, "steps": 0, "num_examples": 0}
+    model.train()
+    optimizer = make_optimizer(model, cfg, lr)
+    generator = torch.Generator().manual_seed(seed)
+    y_all = torch.from_numpy(data.y)
+    losses: list[float] = []
+    for _ in range(epochs):
+        order = labelled[torch.randperm(labelled.size, generator=generator).numpy()]
+        for start in range(0, order.size, cfg.batch_size):
+            batch = np.sort(order[start : start + cfg.batch_size])
+            if batch.size < 2:
+                continue  # BatchNorm cannot train on a single window
+            out = model(as_tensors(data, batch))
+            loss = F.cross_entropy(out.logits, y_all[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+    return {
+        "loss_task": float(np.mean(losses)) if losses else 0.0,
+        "steps": len(losses),
+        "num_examples": int(labelled.size),
+    }
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, data: Dataset, num_classes: int, batch_size: int = 512
+) -> dict[str, object]:
+    """Loss and ``(K, K)`` confusion matrix on the labelled windows of ``data``."""
+    model.eval()
+    labelled = np.flatnonzero(data.y >= 0)
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    total_loss = 0.0
+    for start in range(0, labelled.size, batch_size):
+        batch = labelled[start : start + batch_size]
+        logits = model(as_tensors(data, batch)).logits
+        y = torch.from_numpy(data.y[batch])
+        total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
+        cm += confusion(data.y[batch], logits.argmax(dim=1).numpy(), num_classes)
+    n = int(labelled.size)
+    return {"loss": total_loss / n if n else 0.0, "confusion": cm, "windows": n}

@@ -1,0 +1,93 @@
+"""MultimodalNet: one encoder branch per modality, a fusion module, a classifier."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from fedsense import protocol
+from fedsense.config import ModelConfig
+from fedsense.models.encoders import ENCODERS
+from fedsense.models.fusion import FUSIONS
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a model must know about the data: modality shapes and classes."""
+
+    shapes: dict[str, tuple[int, int]]  # modality -> (channels, time steps)
+    num_classes: int
+
+    def to_metrics(self) -> dict[str, int]:
+        """Flat numbers for a query reply (keys from ``fedsense.protocol``)."""
+        out = {protocol.SPEC_NUM_CLASSES: self.num_classes}
+        for m, (c, t) in self.shapes.items():
+            kc, kt = protocol.shape_keys(m)
+            out[kc], out[kt] = c, t
+        return out
+
+    @classmethod
+    def from_metrics(cls, metrics: dict[str, int | float]) -> "DataSpec":
+        """Inverse of :meth:`to_metrics`."""
+        shapes: dict[str, tuple[int, int]] = {}
+        for key in metrics:
+            if key.startswith("shape.") and key.endswith(".channels"):
+                m = key[len("shape.") : -len(".channels")]
+                kc, kt = protocol.shape_keys(m)
+                shapes[m] = (int(metrics[kc]), int(metrics[kt]))
+        return cls(shapes=shapes, num_classes=int(metrics[protocol.SPEC_NUM_CLASSES]))
+
+
+@dataclass
+class NetOutput:
+    logits: Tensor  # (B, num_classes)
+    branches: dict[str, Tensor]  # modality -> (B, embed_dim)
+    fused: Tensor  # (B, fused_dim)
+
+
+class MultimodalNet(nn.Module):
+    """``{modality: (B, C_m, T_m)} -> logits (B, K)``, looping over modalities.
+
+    ``mask`` gives, per modality, a ``(B,)`` tensor with 1 where that modality
+    is present; absent inputs may be any tensor of the right shape (zeros).
+    """
+
+    def __init__(self, spec: DataSpec, cfg: ModelConfig) -> None:
+        super().__init__()
+        if not spec.shapes:
+            raise ValueError("MultimodalNet needs at least one modality")
+        self.spec = spec
+        self.modalities = list(spec.shapes)
+        encoder_cls = ENCODERS[cfg.encoder]
+        self.encoders = nn.ModuleDict(
+            {
+                m: encoder_cls(c, list(cfg.channels), cfg.kernel_size, cfg.embed_dim, cfg.dropout)
+                for m, (c, _t) in spec.shapes.items()
+            }
+        )
+        self.fusion = FUSIONS[cfg.fusion](self.modalities, cfg.embed_dim)
+        self.classifier = nn.Sequential(
+            nn.Dropout(cfg.dropout), nn.Linear(self.fusion.out_dim, spec.num_classes)
+        )
+
+    def forward(self, x: dict[str, Tensor], mask: dict[str, Tensor] | None = None) -> NetOutput:
+        batch = next(iter(x.values())).shape[0]
+        if mask is None:
+            mask = {m: torch.ones(batch, device=x[m].device) for m in self.modalities}
+        branches = {m: self.encoders[m](x[m]) for m in self.modalities}
+        fused = self.fusion(branches, mask)
+        return NetOutput(logits=self.classifier(fused), branches=branches, fused=fused)
+
+
+def build_model(spec: DataSpec, cfg: ModelConfig, seed: int = 0) -> MultimodalNet:
+    """A freshly initialised model; the same seed gives the same weights."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return MultimodalNet(spec, cfg)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters (what the README quotes as model size)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,49 @@
+"""Every record key, config key and metric name that crosses the wire.
+
+Clients and server import these names from here only, so a message's
+content is defined in one place (``docs/privacy.md`` lists the same fields).
+"""
+
+from __future__ import annotations
+
+# RecordDict keys
+ARRAYS = "arrays"  # ArrayRecord: the shared model parameters
+CONFIG = "config"  # ConfigRecord: what the server asks for this round
+METRICS = "metrics"  # MetricRecord: numbers the client reports
+
+# Run config (pyproject [tool.flwr.app.config]): the only two keys
+RUN_CONFIG_FILE = "config-file"
+RUN_OVERRIDES = "overrides"
+
+# Node config (set per SuperNode by the runtime)
+NODE_PARTITION_ID = "partition-id"
+NODE_NUM_PARTITIONS = "num-partitions"
+NODE_DATA_PATH = "data-path"
+NODE_ROLE = "role"
+
+# ConfigRecord keys, server -> client
+CFG_ROUND = "server-round"  # injected by Flower's FedAvg
+CFG_NUM_CLASSES = "num-classes"
+CFG_LOCAL_EPOCHS = "local-epochs"
+CFG_LR = "lr"
+
+# MetricRecord keys, client -> server
+NUM_EXAMPLES = "num-examples"  # weight of the reply (training windows used)
+IS_TARGET = "is-target"  # 1 for a target client, 0 for a source client
+PARTITION = "partition-id"  # which simulated client (or -1 on a real device)
+LOSS_TASK = "loss-task"  # mean cross-entropy of the local training steps
+TRAIN_STEPS = "train-steps"
+EVAL_LOSS = "eval-loss"  # mean cross-entropy on the held-out windows
+EVAL_WINDOWS = "eval-windows"
+CONFUSION = "confusion"  # K*K ints, row-major: row = true class
+
+# Query reply (data specification; no samples)
+QUERY_MESSAGE = "query"
+SPEC_NUM_CLASSES = "num-classes"
+SPEC_TRAIN_WINDOWS = "train-windows"
+SPEC_TEST_WINDOWS = "test-windows"
+
+
+def shape_keys(modality: str) -> tuple[str, str]:
+    """Metric keys of one modality's ``(channels, steps)`` in a query reply."""
+    return f"shape.{modality}.channels", f"shape.{modality}.steps"

@@ -1,0 +1,124 @@
+"""The run directory contract (DESIGN.md): config.yaml, metrics.jsonl,
+summary.json, tb/ and checkpoints/.
+
+Files are written atomically (temp file + rename) so a crash never leaves a
+half-written summary or checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedsense.config import Config, dump
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; results are for sharing
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """``{"target": {"macro_f1": .9}}`` -> ``{"target/macro_f1": .9}`` (numbers only)."""
+    out: dict[str, float] = {}
+    for key, value in tree.items():
+        name = f"{prefix}/{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[name] = float(value)
+    return out
+
+
+class RunDir:
+    """One run's output directory; owns its TensorBoard writer."""
+
+    def __init__(self, path: str | Path, cfg: Config) -> None:
+        self.path = Path(path).expanduser().resolve()
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / "checkpoints").mkdir(exist_ok=True)
+        atomic_write_bytes(self.path / "config.yaml", dump(cfg).encode())
+        self.metrics_path = self.path / "metrics.jsonl"
+        self.metrics_path.write_text("")
+        self.started = time.time()
+        from torch.utils.tensorboard import SummaryWriter  # heavy: only where a run is written
+
+        self.writer = SummaryWriter(log_dir=str(self.path / "tb"))
+        self.writer.add_text("config", "```\n" + dump(cfg) + "\n```", 0)
+
+    @property
+    def tb_dir(self) -> Path:
+        return self.path / "tb"
+
+    def log_round(self, server_round: int, record: Mapping[str, Any]) -> None:
+        """Append one line to metrics.jsonl and the same numbers to TensorBoard."""
+        line = {"round": server_round, **record}
+        with self.metrics_path.open("a") as f:
+            f.write(json.dumps(line) + "\n")
+        for tag, value in flatten(record).items():
+            self.writer.add_scalar(tag, value, server_round)
+        self.writer.flush()
+
+    def save_checkpoint(self, server_round: int, arrays: Mapping[str, np.ndarray]) -> Path:
+        """Global shared arrays after ``server_round``; ``latest.npz`` points at the newest."""
+        import io
+
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        data = buf.getvalue()
+        path = self.path / "checkpoints" / f"round-{server_round:04d}.npz"
+        atomic_write_bytes(path, data)
+        atomic_write_bytes(self.path / "checkpoints" / "latest.npz", data)
+        return path
+
+    def write_summary(self, summary: Mapping[str, Any]) -> Path:
+        full = {**summary, "wall_seconds": round(time.time() - self.started, 3)}
+        path = self.path / "summary.json"
+        atomic_write_bytes(path, (json.dumps(full, indent=2) + "\n").encode())
+        return path
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """All rounds of a run's metrics.jsonl."""
+    lines = Path(path, "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def build_summary(
+    cfg: Config, history: list[Mapping[str, Any]], comm: Mapping[str, int], **extra: Any
+) -> dict[str, Any]:
+    """summary.json content: the last round's metrics plus totals (DESIGN.md keys).
+
+    ``target``/``source`` hold ``macro_f1`` and ``accuracy`` (``null`` when a run
+    has no client of that role or failed before its first round).
+    """
+    last = history[-1] if history else {}
+    pick = lambda role: {k: (last.get(role) or {}).get(k) for k in ("macro_f1", "accuracy")}  # noqa: E731
+    return {
+        "method": cfg.adapt.method,
+        "mode": cfg.fed.mode,
+        "rounds": len(history),
+        "seed": cfg.seed,
+        "target": pick("target"),
+        "source": pick("source"),
+        "comm": {"bytes_up": int(comm.get("bytes_up", 0)), "bytes_down": int(comm.get("bytes_down", 0))},
+        **extra,
+    }

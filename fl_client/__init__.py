@@ -1,0 +1,1 @@
+"""Flower ClientApp of fedsense: Messages in, core calls, Messages out."""

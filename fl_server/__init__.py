@@ -1,0 +1,1 @@
+"""Flower ServerApp, command line and run outputs of fedsense."""

@@ -1,0 +1,174 @@
+"""``fedsense`` command line: run experiments and find their results.
+
+    fedsense run CONFIG.yaml [--set key=value ...] [--out DIR] [--verbose]
+
+A federated run goes through Flower's simulation engine (one virtual
+SuperNode per client); ``fed.mode: centralized`` trains the pooled source
+data in this process instead. Either way the run directory of DESIGN.md is
+written and its path printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from fedsense import config as config_mod
+from fedsense.config import Config, ConfigError
+from fedsense.data.base import DatasetError
+
+log = logging.getLogger("fedsense")
+
+
+def _absolute_overrides(cfg: Config, out: Path) -> list[str]:
+    """Overrides that pin every path to an absolute one: the ServerApp and
+    ClientApps run in other processes with other working directories."""
+    pins = [f"output.dir={out}"]
+    if cfg.data.path:
+        pins.append(f"data.path={Path(cfg.data.path).expanduser().resolve()}")
+    if cfg.data.cache_dir:
+        pins.append(f"data.cache_dir={Path(cfg.data.cache_dir).expanduser().resolve()}")
+    return pins
+
+
+def _out_dir(cfg: Config, out: str | None) -> Path:
+    if out:
+        return Path(out).expanduser().resolve()
+    if cfg.output.dir:
+        return Path(cfg.output.dir).expanduser().resolve()
+    name = cfg.output.name or f"{cfg.data.kind}-{cfg.adapt.method}-{cfg.fed.mode}"
+    return Path("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+
+
+class _Progress:
+    """Prints each new line of a run's metrics.jsonl as a one-line round report."""
+
+    def __init__(self, run_dir: Path, rounds: int) -> None:
+        self.path = run_dir / "metrics.jsonl"
+        self.rounds = rounds
+        self.seen = 0
+        self.started = time.time()
+
+    def __call__(self) -> None:
+        if not self.path.exists():
+            return
+        lines = [ln for ln in self.path.read_text().splitlines() if ln.strip()]
+        for line in lines[self.seen :]:
+            rec = json.loads(line)
+            r = rec["round"]
+            elapsed = time.time() - self.started
+            eta = elapsed / r * (self.rounds - r)
+            fmt = lambda role: (  # noqa: E731
+                f"{rec[role]['macro_f1']:.4f}" if role in rec else "  -   "
+            )
+            print(
+                f"round {r:>3}/{self.rounds}  {rec.get('seconds', 0):6.1f}s  "
+                f"target macro-F1 {fmt('target')}  source macro-F1 {fmt('source')}  "
+                f"ETA {eta:5.0f}s",
+                flush=True,
+            )
+        self.seen = len(lines)
+
+
+def run_experiment(
+    config_file: str | Path,
+    overrides: list[str],
+    out: str | None = None,
+    verbose: bool = False,
+) -> Path:
+    """Run one experiment end to end; returns its run directory.
+
+    Raises ConfigError/DatasetError for bad input and launcher.RunFailed when
+    the Flower run does not complete.
+    """
+    from fedsense.data.clients import num_clients
+
+    config_file = Path(config_file).expanduser().resolve()
+    cfg = config_mod.load(config_file, overrides)
+    run_dir = _out_dir(cfg, out)
+    pinned = [*overrides, *_absolute_overrides(cfg, run_dir)]
+    cfg = config_mod.load(config_file, pinned)
+
+    if cfg.fed.mode == "centralized":
+        from fedsense.centralized import run_centralized
+        from fedsense.rundir import RunDir
+
+        run = RunDir(run_dir, cfg)
+        try:
+            summary = run_centralized(cfg, run)
+            run.write_summary(summary)
+        finally:
+            run.close()
+        return run_dir
+
+    from fl_server import launcher
+
+    # Build (and cache) the dataset here once, before the simulated clients
+    # start, and learn how many clients (subjects) it has.
+    clients = num_clients(cfg)
+    home = run_dir / "flower"
+    print(f"fedsense: {clients} clients, {cfg.fed.rounds} rounds, method {cfg.adapt.method}; "
+          f"run directory {run_dir}", flush=True)
+    link = launcher.SuperLink.start(home)
+    try:
+        launcher.submit_and_wait(
+            home=home,
+            config_file=config_file,
+            overrides=pinned,
+            num_supernodes=clients,
+            cpus_per_client=cfg.fed.num_cpus_per_client,
+            verbose=verbose,
+            on_poll=_Progress(run_dir, cfg.fed.rounds),
+        )
+    finally:
+        link.stop()
+    return run_dir
+
+
+def _report(run_dir: Path) -> None:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    t, s = summary["target"], summary["source"]
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    print(
+        f"\ndone in {summary['wall_seconds']:.0f}s: target macro-F1 {fmt(t['macro_f1'])} "
+        f"(accuracy {fmt(t['accuracy'])}), source macro-F1 {fmt(s['macro_f1'])}\n"
+        f"  summary:     {run_dir / 'summary.json'}\n"
+        f"  metrics:     {run_dir / 'metrics.jsonl'}\n"
+        f"  TensorBoard: tensorboard --logdir {run_dir / 'tb'}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fedsense", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_p = sub.add_parser("run", help="run one experiment (simulated federation or centralized)")
+    run_p.add_argument("config", help="experiment YAML, e.g. configs/default.yaml")
+    run_p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key (value parsed as YAML); repeatable")
+    run_p.add_argument("--out", help="run directory (default: runs/<name>-<time>)")
+    run_p.add_argument("--verbose", action="store_true", help="stream Flower's and Ray's logs")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(name)s %(levelname)s %(message)s")
+
+    if args.command == "run":
+        from fl_server.launcher import RunFailed
+
+        try:
+            run_dir = run_experiment(args.config, args.overrides, args.out, args.verbose)
+        except (ConfigError, DatasetError) as err:
+            print(f"fedsense: error: {err}", file=sys.stderr)
+            return 2
+        except RunFailed as err:
+            print(f"fedsense: run failed: {err}", file=sys.stderr)
+            return 1
+        _report(run_dir)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""Run the fedsense Flower app on a private, simulation-mode SuperLink.
+
+``flwr run`` alone would start a shared, detached SuperLink on fixed ports
+that outlives the command, keeps the environment it was started with, tries
+to ``uv sync`` the app's dependencies and reports success even for a failed
+run. So fedsense starts its own SuperLink on a free 127.0.0.1 port with
+``FLWR_HOME`` inside the run directory and runtime dependency installation
+disabled, submits the run with ``flwr run``, polls the run's real final
+status, and stops the SuperLink's whole process group (it owns the
+simulation process and Ray) by its id.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from fl_server.processes import stop_tree
+
+log = logging.getLogger("fedsense.launcher")
+
+APP_DIR = Path(__file__).resolve().parent.parent  # holds pyproject.toml
+FEDERATION = "fedsense"
+
+
+class RunFailed(RuntimeError):
+    """The Flower run ended in any state but completed."""
+
+
+def quiet_env(flwr_home: Path) -> dict[str, str]:
+    """Environment for every Flower process we start: nothing phones home,
+    nothing is installed at run time, state stays in ``flwr_home``."""
+    env = dict(os.environ)
+    env.update(
+        FLWR_HOME=str(flwr_home),
+        FLWR_TELEMETRY_ENABLED="0",
+        FLWR_DISABLE_UPDATE_CHECK="1",
+        FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
+        RAY_USAGE_STATS_ENABLED="0",
+        RAY_DISABLE_DOCKER_CPU_WARNING="1",
+        PYTHONUNBUFFERED="1",
+        # the SuperLink starts flower-superexec and flwr-simulation from PATH
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
+    )
+    return env
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _bin(name: str) -> str:
+    """A console script of this interpreter's environment (the venv's flwr)."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+@dataclass
+class SuperLink:
+    """A simulation-mode SuperLink process we own (and its process group)."""
+
+    process: subprocess.Popen
+    port: int
+    home: Path
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @classmethod
+    def start(cls, home: Path, timeout: float = 60.0) -> "SuperLink":
+        home.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        log_file = home / "superlink.log"
+        cmd = [
+            _bin("flower-superlink"),
+            "--insecure",
+            "--simulation",
+            "--isolation", "subprocess",
+            "--host", "127.0.0.1",
+            "--port", str(port),
+            "--database", ":flwr-in-memory:",
+            "--disable-runtime-dependency-installation",
+            "--log-file", str(log_file),
+        ]
+        with open(home / "superlink.out", "ab") as out:
+            process = subprocess.Popen(
+                cmd, env=quiet_env(home), stdout=out, stderr=subprocess.STDOUT,
+            )
+        link = cls(process=process, port=port, home=home)
+        (home / "config.toml").write_text(
+            f'[superlink]\ndefault = "{FEDERATION}"\n\n'
+            f'[superlink.{FEDERATION}]\naddress = "{link.address}"\ninsecure = true\n'
+        )
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if process.poll() is not None:
+                raise RunFailed(
+                    f"flower-superlink exited with code {process.returncode}; see {home / 'superlink.out'}"
+                )
+            try:
+                with urllib.request.urlopen(f"http://{link.address}/health", timeout=1) as r:
+                    if r.status == 200:
+                        return link
+            except OSError:
+                time.sleep(0.2)
+        link.stop()
+        raise RunFailed(f"flower-superlink did not become healthy within {timeout:.0f}s")
+
+    def stop(self, grace: float = 10.0) -> list[int]:
+        """Stop the SuperLink and every process below it (simulation, Ray)."""
+        stopped = stop_tree(self.process.pid, grace)
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL was sent
+            pass
+        return stopped
+
+
+def _flwr(args: list[str], home: Path, timeout: float = 120.0) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [_bin("flwr"), *args], env=quiet_env(home), capture_output=True, text=True,
+        timeout=timeout, cwd=str(APP_DIR),
+    )
+
+
+def _json_tail(text: str) -> dict:
+    """The JSON object in a flwr ``--format json`` output (banners may precede it)."""
+    start = text.find("{")
+    if start < 0:
+        raise ValueError("no JSON in output")
+    return json.loads(text[start:])
+
+
+def run_status(home: Path, run_id: int) -> str:
+    """The run's status string, e.g. ``running`` or ``finished:completed``."""
+    proc = _flwr(["ls", FEDERATION, "--run-id", str(run_id), "--format", "json"], home)
+    data = _json_tail(proc.stdout)
+    runs = data.get("runs") or []
+    if not runs:
+        raise RunFailed(f"flwr ls knows no run {run_id}: {proc.stdout[-500:]} {proc.stderr[-500:]}")
+    return str(runs[0].get("status", ""))
+
+
+def submit_and_wait(
+    *,
+    home: Path,
+    config_file: Path,
+    overrides: list[str],
+    num_supernodes: int,
+    cpus_per_client: int,
+    verbose: bool = False,
+    poll: float = 2.0,
+    on_poll: Callable[[], None] | None = None,
+) -> int:
+    """``flwr run`` the app on the SuperLink configured in ``home``; wait for the
+    final status; raise :class:`RunFailed` unless it completed. Returns the run id."""
+    run_config = home / "run-config.toml"
+    body = "\n".join(overrides).replace("\\", "\\\\").replace('"', '\\"')
+    run_config.write_text(
+        f'config-file = "{config_file}"\noverrides = "{body.replace(chr(10), chr(92) + "n")}"\n'
+    )
+    federation = [
+        f"num-supernodes={num_supernodes}",
+        f"client-resources-num-cpus={cpus_per_client}",
+        "client-resources-num-gpus=0.0",
+        f"init-args-num-cpus={os.cpu_count() or 1}",
+        'init-args-logging-level="ERROR"',
+        "init-args-log-to-driver=true",
+    ]
+    proc = _flwr(
+        [
+            "run", str(APP_DIR), FEDERATION,
+            "--run-config", str(run_config),
+            "--federation-config", " ".join(federation),
+            "--format", "json",
+        ],
+        home,
+    )
+    try:
+        payload = _json_tail(proc.stdout)
+    except ValueError:
+        raise RunFailed(f"flwr run failed: {proc.stdout[-2000:]}\n{proc.stderr[-2000:]}") from None
+    if not payload.get("success") or payload.get("run-id") is None:
+        raise RunFailed(f"flwr run did not start the run: {payload}")
+    run_id = int(payload["run-id"])
+    log.info("submitted run %s", run_id)
+    follower = None
+    if verbose:
+        follower = subprocess.Popen(
+            [_bin("flwr"), "log", str(run_id), FEDERATION, "--stream"],
+            env=quiet_env(home), cwd=str(APP_DIR),
+        )
+    try:
+        while True:
+            status = run_status(home, run_id)
+            if on_poll is not None:
+                on_poll()
+            if status.startswith("finished"):
+                break
+            time.sleep(poll)
+    finally:
+        if follower is not None:
+            follower.terminate()
+            follower.wait(timeout=10)
+    if status != "finished:completed":
+        raise RunFailed(f"Flower run {run_id} ended as '{status}'; see {home / 'superlink.log'}")
+    return run_id

@@ -1,0 +1,108 @@
+"""ServerApp: config -> run directory -> strategy.start -> summary.
+
+Thin on purpose: every decision lives in ``fedsense`` (config, model,
+metrics) or ``strategies`` (aggregation). The run directory is closed, and
+the summary written, even when the federation fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context
+from flwr.serverapp import Grid, ServerApp
+
+from fedsense import protocol
+from fedsense.adaptation import METHODS
+from fedsense.config import Config
+from fedsense.models import build_model, count_parameters
+from fedsense.params import shared_arrays
+from fedsense.rundir import RunDir, build_summary
+from fedsense.runconfig import config_from_run
+from fl_server.spec import query_clients, wait_for_nodes
+from strategies import FedSenseStrategy
+
+log = logging.getLogger("fedsense.server")
+if not log.handlers:  # the ServerApp runs in Flower's process: give our lines a home
+    _handler = logging.StreamHandler()
+    _handler.setFormatter(logging.Formatter("fedsense %(levelname)s %(message)s"))
+    log.addHandler(_handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+app = ServerApp()
+
+
+def default_run_dir(cfg: Config) -> Path:
+    """``output.dir`` if set, else ``runs/<name>-<time>`` under the working directory."""
+    if cfg.output.dir:
+        return Path(cfg.output.dir).expanduser().resolve()
+    name = cfg.output.name or f"{cfg.data.kind}-{cfg.adapt.method}"
+    return Path("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    cfg = config_from_run(context.run_config)
+    run = RunDir(default_run_dir(cfg), cfg)
+    log.info("fedsense run directory: %s", run.path)
+    status = {"status": "failed", "error": None}
+    strategy: FedSenseStrategy | None = None
+    extra: dict = {}
+    try:
+        nodes = wait_for_nodes(grid, minimum=cfg.fed.min_clients)
+        spec, roles = query_clients(grid, nodes, timeout=cfg.fed.timeout)
+        method = METHODS[cfg.adapt.method]
+        model = build_model(spec, cfg.model, seed=cfg.seed)
+        extra = {"clients": {"total": len(nodes), **roles}, "parameters": count_parameters(model)}
+        log.info("%d clients (%s); model has %d parameters", len(nodes), roles, extra["parameters"])
+
+        def on_round_end(server_round: int, record: dict, arrays: ArrayRecord) -> None:
+            run.log_round(server_round, {k: v for k, v in record.items() if k != "confusion"})
+            if server_round % cfg.fed.checkpoint_every == 0 or server_round == cfg.fed.rounds:
+                run.save_checkpoint(server_round, {k: a.numpy() for k, a in arrays.items()})
+            target = record.get("target", {}).get("macro_f1")
+            source = record.get("source", {}).get("macro_f1")
+            log.info(
+                "round %d/%d  %.1fs  target macro-F1 %s  source macro-F1 %s",
+                server_round, cfg.fed.rounds, record["seconds"],
+                f"{target:.4f}" if target is not None else "-",
+                f"{source:.4f}" if source is not None else "-",
+            )
+
+        strategy = FedSenseStrategy(
+            num_classes=spec.num_classes,
+            min_replies=cfg.fed.min_clients,
+            on_round_end=on_round_end,
+            fraction_train=cfg.fed.fraction_train,
+            fraction_evaluate=cfg.fed.fraction_evaluate,
+            min_train_nodes=min(cfg.fed.min_clients, len(nodes)),
+            min_evaluate_nodes=min(cfg.fed.min_clients, len(nodes)),
+            min_available_nodes=min(cfg.fed.min_clients, len(nodes)),
+            weighted_by_key=protocol.NUM_EXAMPLES,
+            arrayrecord_key=protocol.ARRAYS,
+            configrecord_key=protocol.CONFIG,
+        )
+        common = {protocol.CFG_NUM_CLASSES: spec.num_classes}
+        initial = ArrayRecord({k: Array(v) for k, v in shared_arrays(model, method).items()})
+        strategy.start(
+            grid=grid,
+            initial_arrays=initial,
+            num_rounds=cfg.fed.rounds,
+            timeout=cfg.fed.timeout,
+            train_config=ConfigRecord(
+                {**common, protocol.CFG_LR: cfg.train.lr, protocol.CFG_LOCAL_EPOCHS: cfg.train.local_epochs}
+            ),
+            evaluate_config=ConfigRecord(common),
+        )
+        status = {"status": "completed", "error": None}
+    except Exception as err:
+        status = {"status": "failed", "error": f"{type(err).__name__}: {err}"}
+        raise
+    finally:
+        history = strategy.history if strategy else []
+        totals = strategy.totals if strategy else {"bytes_up": 0, "bytes_down": 0}
+        run.write_summary(build_summary(cfg, history, totals, **extra, **status))
+        run.close()

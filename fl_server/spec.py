@@ -1,0 +1,61 @@
+"""Ask the connected clients what their data look like (shapes, counts; no samples)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
+
+from fedsense import protocol
+from fedsense.models import DataSpec
+
+log = logging.getLogger("fedsense.server")
+
+
+def wait_for_nodes(grid: Grid, minimum: int, settle: float = 2.0, timeout: float = 300.0) -> list[int]:
+    """Node ids once at least ``minimum`` are connected and the count has been
+    stable for ``settle`` seconds (simulated nodes register one by one)."""
+    deadline = time.time() + timeout
+    last, stable_since = -1, time.time()
+    while True:
+        nodes = list(grid.get_node_ids())
+        if len(nodes) != last:
+            last, stable_since = len(nodes), time.time()
+        if len(nodes) >= minimum and time.time() - stable_since >= settle:
+            return nodes
+        if time.time() > deadline:
+            raise TimeoutError(f"only {len(nodes)} of at least {minimum} nodes connected after {timeout:.0f}s")
+        time.sleep(0.2)
+
+
+def query_clients(grid: Grid, nodes: list[int], timeout: float) -> tuple[DataSpec, dict[str, int]]:
+    """One query round: every node's data specification, checked for agreement.
+
+    Returns the common spec (the largest class count any node knows) and the
+    number of source and target clients.
+    """
+    messages = [
+        Message(RecordDict({protocol.CONFIG: ConfigRecord()}), dst_node_id=n, message_type=protocol.QUERY_MESSAGE)
+        for n in nodes
+    ]
+    replies = list(grid.send_and_receive(messages, timeout=timeout))
+    errors = [f"node {r.metadata.src_node_id}: {r.error.reason}" for r in replies if r.has_error()]
+    good = [r for r in replies if not r.has_error()]
+    for e in errors:
+        log.error("query failed on %s", e)
+    if not good:
+        raise RuntimeError(f"no client could describe its data: {errors[:3] or 'no replies'}")
+    specs = [DataSpec.from_metrics(dict(r.content[protocol.METRICS])) for r in good]
+    shapes = specs[0].shapes
+    for r, s in zip(good, specs):
+        if s.shapes != shapes:
+            raise RuntimeError(
+                f"node {r.metadata.src_node_id} has modalities {s.shapes}, others {shapes}: "
+                "every device must share the model's inputs"
+            )
+    roles = {"source": 0, "target": 0, "failed": len(errors)}
+    for r in good:
+        roles["target" if int(r.content[protocol.METRICS][protocol.IS_TARGET]) else "source"] += 1
+    return DataSpec(shapes=shapes, num_classes=max(s.num_classes for s in specs)), roles

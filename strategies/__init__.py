@@ -1,0 +1,5 @@
+"""Flower strategies for fedsense (FedAvg extended at its narrow hooks)."""
+
+from strategies.fedsense_strategy import FedSenseStrategy, RoundFailed
+
+__all__ = ["FedSenseStrategy", "RoundFailed"]

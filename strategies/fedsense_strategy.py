@@ -1,0 +1,186 @@
+"""FedAvg with fedsense's hooks: round config, honest evaluation, accounting.
+
+Only ``configure_*`` and ``aggregate_*`` are overridden; Flower's
+``Strategy.start`` runs the rounds. Evaluation replies carry confusion
+matrices that are *summed* per role (source/target), never averaged, and the
+headline macro-F1 is computed from those sums.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+
+from fedsense import protocol
+from fedsense.metrics import summarize
+
+log = logging.getLogger("fedsense.strategy")
+
+
+class RoundFailed(RuntimeError):
+    """Too few clients replied usefully for a round to count."""
+
+
+def record_nbytes(content: RecordDict) -> int:
+    """Payload bytes of a RecordDict: array bytes plus 8 bytes per number."""
+    total = 0
+    for record in content.array_records.values():
+        total += sum(len(a.data) for a in record.values())
+    for record in list(content.metric_records.values()) + list(content.config_records.values()):
+        for value in record.values():
+            total += 8 * (len(value) if isinstance(value, list) else 1)
+    return total
+
+
+@dataclass
+class RoundStats:
+    """What happened in one round, filled as the round proceeds."""
+
+    started: float = field(default_factory=time.time)
+    bytes_up: int = 0
+    bytes_down: int = 0
+    sampled: int = 0
+    replied: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+    train: dict[str, float] = field(default_factory=dict)
+
+
+class FedSenseStrategy(FedAvg):
+    """FedAvg that also sends round config, sums confusions and reports each round.
+
+    Args:
+        num_classes: K of the ``K*K`` confusion matrices clients return.
+        round_config: ``server_round -> {key: value}`` added to the train config
+            (schedules are pure functions of the round).
+        on_round_end: called after each round's evaluation with
+            ``(server_round, record, arrays)``; the ServerApp logs and checkpoints there.
+        min_replies: fewer successful train replies than this fail the run.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        min_replies: int = 1,
+        round_config: Callable[[int], dict[str, Any]] | None = None,
+        on_round_end: Callable[[int, dict[str, Any], ArrayRecord], None] | None = None,
+        **fedavg: Any,
+    ) -> None:
+        super().__init__(**fedavg)
+        self.num_classes = num_classes
+        self.min_replies = min_replies
+        self.round_config = round_config or (lambda _r: {})
+        self.on_round_end = on_round_end
+        self.stats = RoundStats()
+        self.totals = {"bytes_up": 0, "bytes_down": 0}
+        self.current_arrays: ArrayRecord | None = None
+        self.history: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ train
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        self.stats = RoundStats()
+        self.current_arrays = arrays
+        config = ConfigRecord({**dict(config), **self.round_config(server_round)})
+        messages = list(super().configure_train(server_round, arrays, config, grid))
+        self.stats.sampled = len(messages)
+        self.stats.bytes_down += sum(record_nbytes(m.content) for m in messages)
+        return messages
+
+    def _split_replies(self, replies: Iterable[Message]) -> list[Message]:
+        valid = []
+        for msg in replies:
+            self.stats.bytes_up += record_nbytes(msg.content) if msg.has_content() else 0
+            if msg.has_error():
+                reason = f"node {msg.metadata.src_node_id}: {msg.error.reason}"
+                self.stats.errors.append(reason)
+                log.warning("client error: %s", reason)
+            else:
+                valid.append(msg)
+        return valid
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = list(replies)
+        valid = self._split_replies(replies)
+        self.stats.replied = len(valid)
+        self.stats.failed = self.stats.sampled - len(valid)
+        if len(valid) < self.min_replies:
+            raise RoundFailed(
+                f"round {server_round}: {len(valid)} of {self.stats.sampled} clients replied "
+                f"(at least {self.min_replies} needed). Errors: {self.stats.errors[:5]}"
+            )
+        contents = [m.content for m in valid]
+        weights = [float(c[protocol.METRICS][protocol.NUM_EXAMPLES]) for c in contents]
+        if sum(weights) <= 0:
+            # Nobody had labelled windows to learn from: keep the global model.
+            log.warning("round %d: no client trained on any window", server_round)
+            return None, MetricRecord({"clients-trained": 0})
+        weighted = [c for c, w in zip(contents, weights) if w > 0]
+        arrays = aggregate_arrayrecords(weighted, protocol.NUM_EXAMPLES)
+        total = sum(weights)
+        loss = sum(float(c[protocol.METRICS][protocol.LOSS_TASK]) * w for c, w in zip(contents, weights))
+        self.stats.train = {"loss_task": loss / total, "clients_trained": len(weighted)}
+        self.current_arrays = arrays
+        return arrays, MetricRecord({"loss-task": loss / total, "clients-trained": len(weighted)})
+
+    # --------------------------------------------------------------- evaluate
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        config = ConfigRecord({**dict(config), **self.round_config(server_round)})
+        messages = list(super().configure_evaluate(server_round, arrays, config, grid))
+        self.stats.bytes_down += sum(record_nbytes(m.content) for m in messages)
+        return messages
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        valid = self._split_replies(list(replies))
+        k = self.num_classes
+        sums = {"source": np.zeros((k, k), np.int64), "target": np.zeros((k, k), np.int64)}
+        clients = {"source": 0, "target": 0}
+        for msg in valid:
+            metrics = msg.content[protocol.METRICS]
+            role = "target" if int(metrics[protocol.IS_TARGET]) else "source"
+            flat = np.asarray(metrics[protocol.CONFUSION], dtype=np.int64)
+            if flat.size != k * k:
+                self.stats.errors.append(f"node {msg.metadata.src_node_id}: confusion size {flat.size}")
+                continue
+            sums[role] += flat.reshape(k, k)
+            clients[role] += 1
+        record: dict[str, Any] = {}
+        for role in ("target", "source"):
+            if clients[role]:
+                record[role] = {**summarize(sums[role]), "clients": clients[role]}
+        record["train"] = dict(self.stats.train)
+        self.totals["bytes_up"] += self.stats.bytes_up
+        self.totals["bytes_down"] += self.stats.bytes_down
+        record["comm"] = {"bytes_up": self.stats.bytes_up, "bytes_down": self.stats.bytes_down}
+        record["clients"] = {
+            "sampled": self.stats.sampled,
+            "replied": self.stats.replied,
+            "failed": self.stats.failed,
+        }
+        record["seconds"] = round(time.time() - self.stats.started, 3)
+        record["confusion"] = {r: sums[r].tolist() for r in sums if clients[r]}
+        self.history.append(record)
+        if self.on_round_end is not None and self.current_arrays is not None:
+            self.on_round_end(server_round, record, self.current_arrays)
+        flat = {
+            f"{role}-{name}": float(record[role][name])
+            for role in ("target", "source")
+            if role in record
+            for name in ("macro_f1", "accuracy")
+        }
+        return MetricRecord(flat)
