@@ -52,6 +52,28 @@ def train_supervised(
     generator = torch.Generator().manual_seed(seed)
     y_all = torch.from_numpy(data.y)
     losses: list[float] = []
+    # Dropout draws from the global RNG: seed it too, without disturbing the caller's.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        _epochs(model, data, cfg, optimizer, generator, labelled, y_all, epochs, losses)
+    return {
+        "loss_task": float(np.mean(losses)) if losses else 0.0,
+        "steps": len(losses),
+        "num_examples": int(labelled.size),
+    }
+
+
+def _epochs(
+    model: nn.Module,
+    data: Dataset,
+    cfg: TrainConfig,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    labelled: np.ndarray,
+    y_all: Tensor,
+    epochs: int,
+    losses: list[float],
+) -> None:
     for _ in range(epochs):
         order = labelled[torch.randperm(labelled.size, generator=generator).numpy()]
         for start in range(0, order.size, cfg.batch_size):
@@ -64,11 +86,6 @@ def train_supervised(
             loss.backward()
             optimizer.step()
             losses.append(float(loss.detach()))
-    return {
-        "loss_task": float(np.mean(losses)) if losses else 0.0,
-        "steps": len(losses),
-        "num_examples": int(labelled.size),
-    }
 
 
 @torch.no_grad()

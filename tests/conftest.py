@@ -1,0 +1,22 @@
+"""Shared fixtures: the synthetic config, with every cache under the test's tmp dir."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from fedsense import config as config_mod
+
+REPO = Path(__file__).resolve().parent.parent
+SYNTHETIC = REPO / "configs" / "synthetic.yaml"
+
+# Nothing a test starts may phone home.
+os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+@pytest.fixture
+def synthetic_cfg(tmp_path: Path) -> config_mod.Config:
+    return config_mod.load(SYNTHETIC, [f"data.cache_dir={tmp_path / 'cache'}"])

@@ -1,0 +1,120 @@
+"""The ClientApp handlers, called directly with hand-built Messages and Contexts."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from flwr.app import (
+    Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, Metadata, RecordDict,
+)
+
+from fedsense import protocol
+from fedsense.adaptation import METHODS
+from fedsense.models import DataSpec, build_model
+from fedsense.params import shared_arrays
+from fl_client.client_app import LOCAL_STATE, evaluate, query, train
+from tests.conftest import SYNTHETIC
+
+
+def _context(pid: int, tmp_path, overrides: str = "") -> Context:
+    run_config = {
+        protocol.RUN_CONFIG_FILE: str(SYNTHETIC),
+        protocol.RUN_OVERRIDES: f"data.cache_dir={tmp_path / 'cache'}\n{overrides}",
+    }
+    node_config = {protocol.NODE_PARTITION_ID: pid, protocol.NODE_NUM_PARTITIONS: 6}
+    return Context(run_id=1, node_id=100 + pid, node_config=node_config, state=RecordDict(), run_config=run_config)
+
+
+def _global_arrays(cfg_model, seed: int = 0) -> dict[str, np.ndarray]:
+    spec = DataSpec({"acc": (3, 64), "gyro": (3, 64)}, num_classes=4)
+    return shared_arrays(build_model(spec, cfg_model, seed=seed), METHODS["none"])
+
+
+def _message(kind: str, arrays: dict[str, np.ndarray] | None, server_round: int = 1) -> Message:
+    content = RecordDict(
+        {protocol.CONFIG: ConfigRecord({protocol.CFG_ROUND: server_round, protocol.CFG_NUM_CLASSES: 4})}
+    )
+    if arrays is not None:
+        content[protocol.ARRAYS] = ArrayRecord({k: Array(v) for k, v in arrays.items()})
+    # Explicit metadata, as the runtime would set it (no SuperLink in this test).
+    metadata = Metadata(
+        run_id=1, message_id=f"msg-{kind}-{server_round}", src_node_id=0, dst_node_id=101,
+        reply_to_message_id="", group_id=str(server_round), created_at=time.time(),
+        ttl=3600.0, message_type=kind,
+    )
+    return Message(content=content, metadata=metadata)
+
+
+@pytest.fixture
+def model_cfg(synthetic_cfg):
+    return synthetic_cfg.model
+
+
+def test_train_reply_has_shared_arrays_and_metrics(tmp_path, model_cfg):
+    start = _global_arrays(model_cfg)
+    reply = train(_message(MessageType.TRAIN, start), _context(0, tmp_path))
+    arrays = {k: v.numpy() for k, v in reply.content[protocol.ARRAYS].items()}
+    assert set(arrays) == set(start)
+    assert any(not np.array_equal(arrays[k], start[k]) for k in start), "training changed nothing"
+    metrics = reply.content[protocol.METRICS]
+    assert metrics[protocol.NUM_EXAMPLES] > 0
+    assert metrics[protocol.IS_TARGET] == 0
+    assert metrics[protocol.PARTITION] == 0
+    assert metrics[protocol.TRAIN_STEPS] > 0
+
+
+def test_target_client_does_not_train_source_only(tmp_path, model_cfg):
+    start = _global_arrays(model_cfg)
+    reply = train(_message(MessageType.TRAIN, start), _context(5, tmp_path))  # subject 6: target
+    metrics = reply.content[protocol.METRICS]
+    assert metrics[protocol.IS_TARGET] == 1
+    assert metrics[protocol.NUM_EXAMPLES] == 0
+    arrays = {k: v.numpy() for k, v in reply.content[protocol.ARRAYS].items()}
+    assert all(np.array_equal(arrays[k], start[k]) for k in start)
+
+
+def test_train_is_deterministic_per_round_and_client(tmp_path, model_cfg):
+    start = _global_arrays(model_cfg)
+    a = train(_message(MessageType.TRAIN, start), _context(1, tmp_path))
+    b = train(_message(MessageType.TRAIN, start), _context(1, tmp_path))
+    c = train(_message(MessageType.TRAIN, start, server_round=2), _context(1, tmp_path))
+    key = next(iter(start))
+    assert np.array_equal(a.content[protocol.ARRAYS][key].numpy(), b.content[protocol.ARRAYS][key].numpy())
+    assert not np.array_equal(a.content[protocol.ARRAYS][key].numpy(), c.content[protocol.ARRAYS][key].numpy())
+
+
+def test_evaluate_returns_flat_confusion_of_held_out_windows(tmp_path, model_cfg):
+    reply = evaluate(_message(MessageType.EVALUATE, _global_arrays(model_cfg)), _context(5, tmp_path))
+    metrics = reply.content[protocol.METRICS]
+    confusion = np.asarray(metrics[protocol.CONFUSION])
+    assert confusion.shape == (16,)
+    assert confusion.sum() == metrics[protocol.EVAL_WINDOWS] == metrics[protocol.NUM_EXAMPLES] > 0
+    assert metrics[protocol.IS_TARGET] == 1
+    assert protocol.ARRAYS not in reply.content
+
+
+def test_query_describes_data_without_samples(tmp_path):
+    reply = query(_message(protocol.QUERY_MESSAGE, None), _context(2, tmp_path))
+    metrics = dict(reply.content[protocol.METRICS])
+    spec = DataSpec.from_metrics(metrics)
+    assert spec.shapes == {"acc": (3, 64), "gyro": (3, 64)}
+    assert spec.num_classes == 4
+    assert not reply.content.array_records
+    assert all(not isinstance(v, list) for v in metrics.values()), "a query reply carries no lists"
+
+
+def test_mismatched_global_arrays_fail_with_clear_error(tmp_path, model_cfg):
+    arrays = _global_arrays(model_cfg)
+    key = next(iter(arrays))
+    arrays[key] = np.zeros((1, 2, 3), dtype=np.float32)
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        train(_message(MessageType.TRAIN, arrays), _context(0, tmp_path))
+
+
+def test_local_state_is_kept_in_context(tmp_path, model_cfg):
+    ctx = _context(0, tmp_path)
+    train(_message(MessageType.TRAIN, _global_arrays(model_cfg)), ctx)
+    assert LOCAL_STATE in ctx.state  # num_batches_tracked lives on the device
+    assert all(k.endswith("num_batches_tracked") for k in ctx.state[LOCAL_STATE])

@@ -1,0 +1,97 @@
+"""A real federation through Flower's simulation engine (SuperLink, Ray,
+virtual SuperNodes), on synthetic data, and what it leaves behind."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from fl_server import launcher
+from fl_server.cli import run_experiment
+from tests.conftest import SYNTHETIC
+
+
+def processes_with_home(home: Path) -> list[int]:
+    """Pids whose environment names ``home`` as FLWR_HOME: everything a run started."""
+    marker = f"FLWR_HOME={home}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("smoke")
+    return run_experiment(
+        SYNTHETIC, ["fed.rounds=2", f"data.cache_dir={tmp / 'cache'}"], out=str(tmp / "run")
+    )
+
+
+def test_run_directory_follows_the_contract(smoke_run: Path):
+    for name in ("config.yaml", "metrics.jsonl", "summary.json", "tb", "checkpoints"):
+        assert (smoke_run / name).exists(), name
+    resolved = yaml.safe_load((smoke_run / "config.yaml").read_text())
+    assert resolved["fed"]["rounds"] == 2
+    assert resolved["output"]["dir"] == str(smoke_run)  # pinned absolute for other processes
+
+    rounds = [json.loads(line) for line in (smoke_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rounds] == [1, 2]
+    for r in rounds:
+        assert r["clients"] == {"sampled": 6, "replied": 6, "failed": 0}
+        assert r["target"]["clients"] == 1 and r["source"]["clients"] == 5
+        assert 0.0 <= r["target"]["macro_f1"] <= 1.0
+        assert r["comm"]["bytes_up"] > 0 and r["comm"]["bytes_down"] > r["comm"]["bytes_up"]
+
+    summary = json.loads((smoke_run / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    assert summary["method"] == "none" and summary["rounds"] == 2
+    assert summary["target"]["macro_f1"] == rounds[-1]["target"]["macro_f1"]
+    assert summary["target"]["accuracy"] == rounds[-1]["target"]["accuracy"]
+    assert summary["source"]["macro_f1"] == rounds[-1]["source"]["macro_f1"]
+    assert summary["comm"]["bytes_up"] == sum(r["comm"]["bytes_up"] for r in rounds)
+    assert summary["comm"]["bytes_down"] == sum(r["comm"]["bytes_down"] for r in rounds)
+    assert summary["wall_seconds"] > 0
+    assert summary["clients"]["total"] == 6
+
+
+def test_tensorboard_and_checkpoints_are_real(smoke_run: Path):
+    acc = EventAccumulator(str(smoke_run / "tb"))
+    acc.Reload()
+    steps = [e.step for e in acc.Scalars("target/macro_f1")]
+    assert steps == [1, 2]
+    latest = np.load(smoke_run / "checkpoints" / "latest.npz")
+    last = np.load(smoke_run / "checkpoints" / "round-0002.npz")
+    assert set(latest.files) == set(last.files) and len(last.files) > 4
+    for key in last.files:
+        np.testing.assert_array_equal(latest[key], last[key])
+
+
+def test_every_started_process_is_stopped(smoke_run: Path):
+    assert processes_with_home(smoke_run / "flower") == []
+
+
+def test_a_failed_run_is_reported_as_failed(tmp_path: Path):
+    """`flwr run` exits 0 for a failed run; the launcher must read the real status."""
+    home = tmp_path / "flower"
+    link = launcher.SuperLink.start(home)
+    try:
+        with pytest.raises(launcher.RunFailed, match="finished:failed"):
+            launcher.submit_and_wait(
+                home=home, config_file=tmp_path / "missing.yaml", overrides=[],
+                num_supernodes=2, cpus_per_client=1,
+            )
+    finally:
+        stopped = link.stop()
+    assert link.process.pid in stopped
+    assert processes_with_home(home) == []

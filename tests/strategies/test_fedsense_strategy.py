@@ -1,0 +1,131 @@
+"""FedSenseStrategy's aggregation hooks on hand-built replies."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, Error, Message, Metadata, MetricRecord, RecordDict
+
+from fedsense import protocol
+from fedsense.metrics import macro_f1
+from strategies import FedSenseStrategy, RoundFailed
+
+_ids = itertools.count()
+
+
+def _meta(node: int) -> Metadata:
+    return Metadata(
+        run_id=1, message_id=f"m{next(_ids)}", src_node_id=node, dst_node_id=0,
+        reply_to_message_id="x", group_id="1", created_at=time.time(), ttl=60.0,
+        message_type="train",
+    )
+
+
+def train_reply(node: int, w: np.ndarray, n: int, loss: float = 1.0, target: int = 0) -> Message:
+    content = RecordDict(
+        {
+            protocol.ARRAYS: ArrayRecord({"w": Array(w.astype(np.float32))}),
+            protocol.METRICS: MetricRecord(
+                {protocol.NUM_EXAMPLES: n, protocol.LOSS_TASK: loss, protocol.TRAIN_STEPS: 1,
+                 protocol.IS_TARGET: target, protocol.PARTITION: node}
+            ),
+        }
+    )
+    return Message(content=content, metadata=_meta(node))
+
+
+def eval_reply(node: int, cm: np.ndarray, target: int) -> Message:
+    content = RecordDict(
+        {
+            protocol.METRICS: MetricRecord(
+                {protocol.NUM_EXAMPLES: int(cm.sum()), protocol.EVAL_LOSS: 0.5,
+                 protocol.EVAL_WINDOWS: int(cm.sum()), protocol.CONFUSION: [int(v) for v in cm.ravel()],
+                 protocol.IS_TARGET: target, protocol.PARTITION: node}
+            )
+        }
+    )
+    return Message(content=content, metadata=_meta(node))
+
+
+def error_reply(node: int, reason: str) -> Message:
+    return Message(error=Error(code=0, reason=reason), metadata=_meta(node))
+
+
+def make(num_classes: int = 2, min_replies: int = 1, **kw) -> FedSenseStrategy:
+    s = FedSenseStrategy(num_classes=num_classes, min_replies=min_replies, **kw)
+    s.stats.sampled = 3
+    return s
+
+
+def test_weighted_average_by_training_windows():
+    s = make()
+    arrays, metrics = s.aggregate_train(1, [
+        train_reply(1, np.array([0.0, 4.0]), n=1, loss=2.0),
+        train_reply(2, np.array([4.0, 0.0]), n=3, loss=1.0),
+    ])
+    np.testing.assert_allclose(arrays["w"].numpy(), [3.0, 1.0])
+    assert metrics["loss-task"] == pytest.approx((2.0 * 1 + 1.0 * 3) / 4)
+
+
+def test_clients_without_labelled_windows_do_not_pull_the_average():
+    s = make()
+    arrays, _ = s.aggregate_train(1, [
+        train_reply(1, np.array([1.0]), n=10),
+        train_reply(2, np.array([100.0]), n=0, target=1),  # a target: no labels, no weight
+    ])
+    np.testing.assert_allclose(arrays["w"].numpy(), [1.0])
+
+
+def test_round_where_nobody_trained_keeps_the_global_model():
+    arrays, metrics = make().aggregate_train(1, [train_reply(1, np.array([5.0]), n=0, target=1)])
+    assert arrays is None
+    assert metrics["clients-trained"] == 0
+
+
+def test_errors_are_counted_and_too_few_replies_fail_the_round():
+    s = make(min_replies=2)
+    with pytest.raises(RoundFailed, match="1 of 3 clients replied.*device exploded"):
+        s.aggregate_train(1, [train_reply(1, np.array([1.0]), n=5), error_reply(2, "device exploded")])
+    assert s.stats.failed == 2 and s.stats.replied == 1
+    assert any("device exploded" in e for e in s.stats.errors)
+
+
+def test_evaluation_sums_confusions_per_role_never_averages():
+    seen = []
+    s = make(on_round_end=lambda r, rec, arrays: seen.append((r, rec)))
+    s.current_arrays = ArrayRecord({"w": Array(np.zeros(1, np.float32))})
+    big = np.array([[90, 10], [0, 0]])  # a large client, only class 0
+    small = np.array([[0, 0], [5, 5]])  # a small client, only class 1
+    src = np.array([[3, 1], [1, 3]])
+    out = s.aggregate_evaluate(4, [eval_reply(1, big, 1), eval_reply(2, small, 1), eval_reply(3, src, 0)])
+    pooled = big + small
+    assert out["target-macro_f1"] == pytest.approx(macro_f1(pooled))
+    # averaging per-client scores would give another number: the test can tell
+    per_client = (macro_f1(big) * 100 + macro_f1(small) * 10) / 110
+    assert abs(macro_f1(pooled) - per_client) > 0.05
+    assert out["source-accuracy"] == pytest.approx(6 / 8)
+    (r, rec), = seen
+    assert r == 4
+    assert rec["target"]["windows"] == 110 and rec["target"]["clients"] == 2
+    assert rec["source"]["clients"] == 1
+    assert rec["confusion"]["target"] == pooled.tolist()
+
+
+def test_wrongly_sized_confusion_is_refused_not_summed():
+    s = make(num_classes=2)
+    s.current_arrays = ArrayRecord({"w": Array(np.zeros(1, np.float32))})
+    good = eval_reply(1, np.array([[2, 0], [0, 2]]), 0)
+    bad = eval_reply(2, np.eye(3, dtype=int) * 50, 0)
+    out = s.aggregate_evaluate(1, [good, bad])
+    assert out["source-accuracy"] == 1.0
+    assert any("confusion size 9" in e for e in s.stats.errors)
+
+
+def test_upload_bytes_count_the_arrays_received():
+    s = make()
+    w = np.zeros(1000, np.float32)
+    s.aggregate_train(1, [train_reply(1, w, n=1), train_reply(2, w, n=1)])
+    assert 2 * 4000 <= s.stats.bytes_up < 2 * 4000 + 2 * 500  # arrays dominate; headers are small
