@@ -9,6 +9,7 @@ config: they come from Flower's context.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -136,6 +137,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp``; return the typed value."""
     origin = get_origin(tp)
     if dataclasses.is_dataclass(tp):
+        if value is None:  # an empty YAML section (`data:` with nothing below)
+            value = {}
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         return _build(tp, value, key)
@@ -164,8 +167,16 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 continue
         raise ConfigError(f"{key}: {value!r} is not a {_type_name(tp)}")
     if tp is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads `1e-3` (no dot) as a string; it is a number to a reader
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{key}: expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -176,6 +187,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected true or false, got {value!r}")
         return value
     if tp is str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)  # `--set output.name=123` is a name, not a number
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return value
@@ -265,6 +278,9 @@ def _check_values(cfg: Config) -> None:
             (shift.noise >= 0, f"{key}.noise: must be non-negative"),
             (shift.resample > 0, f"{key}.resample: must be positive"),
         ]
+    checks.append(
+        (len(cfg.data.synthetic.modalities) >= 1, "data.synthetic.modalities: needs at least one modality")
+    )
     for name, shape in cfg.data.synthetic.modalities.items():
         ok = len(shape) == 2 and shape[0] >= 1 and shape[1] >= 8
         checks.append((ok, f"data.synthetic.modalities.{name}: must be [channels>=1, steps>=8]"))
@@ -286,10 +302,9 @@ def _check_values(cfg: Config) -> None:
 
 def from_dict(data: dict[str, Any] | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Build a checked :class:`Config` from a plain mapping plus dotted overrides."""
-    tree: dict[str, Any] = dict(data or {})
-    if not isinstance(tree, dict):
+    if data is not None and not isinstance(data, dict):
         raise ConfigError("the configuration must be a mapping at the top level")
-    tree = yaml.safe_load(yaml.safe_dump(tree))  # deep copy, plain types
+    tree: dict[str, Any] = yaml.safe_load(yaml.safe_dump(dict(data or {})))  # deep copy
     for item in overrides:
         key, value = parse_override(item)
         _set_dotted(tree, key, value)

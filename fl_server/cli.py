@@ -129,6 +129,53 @@ def run_experiment(
     return run_dir
 
 
+def run_seeds(
+    config_file: str | Path, overrides: list[str], seeds: list[int], out: str | None, verbose: bool
+) -> Path:
+    """One run per seed under ``OUT/seed-<s>``, then ``OUT/seeds.json`` with
+    mean and standard deviation of the headline numbers."""
+    import numpy as np
+
+    cfg = config_mod.load(Path(config_file).expanduser(), overrides)
+    root = _out_dir(cfg, out)
+    runs = []
+    for seed in seeds:
+        print(f"\n== seed {seed} ==", flush=True)
+        run_dir = run_experiment(config_file, [*overrides, f"seed={seed}"], str(root / f"seed-{seed}"), verbose)
+        runs.append(json.loads((run_dir / "summary.json").read_text()))
+    stats = {}
+    for key in ("target.macro_f1", "target.accuracy", "source.macro_f1", "source.accuracy", "wall_seconds"):
+        values = [_dotted(r, key) for r in runs]
+        if all(v is not None for v in values):
+            stats[key] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "values": values}
+    (root / "seeds.json").write_text(json.dumps({"seeds": seeds, "stats": stats}, indent=2) + "\n")
+    print(f"\nover seeds {seeds}:")
+    for key, st in stats.items():
+        print(f"  {key:18s} {st['mean']:.4f} ± {st['std']:.4f}")
+    print(f"  written to {root / 'seeds.json'}")
+    return root
+
+
+def _dotted(tree: dict, key: str):
+    for part in key.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
+
+
+def convert(config_file: str | Path, overrides: list[str], out: str, per_subject: bool) -> list[Path]:
+    """Write the configured dataset (after modality selection and shifts) in
+    the npz format of DESIGN.md: one file, or one file per subject in a folder."""
+    from fedsense.data.loaders import build_dataset
+    from fedsense.data.npz import save_npz
+
+    cfg = config_mod.load(Path(config_file).expanduser(), overrides)
+    ds = build_dataset(cfg.data, cfg.seed)
+    target = Path(out).expanduser()
+    if not per_subject:
+        return [save_npz(ds, target)]
+    return [save_npz(ds.subset(ds.subject == s), target / f"subject-{s}.npz") for s in ds.subjects()]
+
+
 def _report(run_dir: Path) -> None:
     summary = json.loads((run_dir / "summary.json").read_text())
     t, s = summary["target"], summary["source"]
@@ -151,14 +198,38 @@ def main(argv: list[str] | None = None) -> int:
                        help="override a config key (value parsed as YAML); repeatable")
     run_p.add_argument("--out", help="run directory (default: runs/<name>-<time>)")
     run_p.add_argument("--verbose", action="store_true", help="stream Flower's and Ray's logs")
+    run_p.add_argument("--seeds", help="comma-separated seeds: one run each under OUT/seed-<s>, "
+                       "plus OUT/seeds.json with mean ± std")
+    conv_p = sub.add_parser("convert", help="write the configured dataset as DESIGN.md npz file(s)")
+    conv_p.add_argument("config", help="experiment YAML whose data section is converted")
+    conv_p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    conv_p.add_argument("--out", required=True, help="output .npz file (or folder with --per-subject)")
+    conv_p.add_argument("--per-subject", action="store_true",
+                        help="one file per subject (a device's data for a real SuperNode)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
                         format="%(name)s %(levelname)s %(message)s")
+
+    if args.command == "convert":
+        try:
+            paths = convert(args.config, args.overrides, args.out, args.per_subject)
+        except (ConfigError, DatasetError) as err:
+            print(f"fedsense: error: {err}", file=sys.stderr)
+            return 2
+        print(f"wrote {len(paths)} file(s): {paths[0]}{' ...' if len(paths) > 1 else ''}")
+        return 0
 
     if args.command == "run":
         from fl_server.launcher import RunFailed
 
         try:
+            if args.seeds:
+                try:
+                    seeds = [int(v) for v in args.seeds.split(",") if v.strip()]
+                except ValueError:
+                    raise ConfigError(f"--seeds {args.seeds!r}: expected integers like 0,1,2") from None
+                run_seeds(args.config, args.overrides, seeds, args.out, args.verbose)
+                return 0
             run_dir = run_experiment(args.config, args.overrides, args.out, args.verbose)
         except (ConfigError, DatasetError) as err:
             print(f"fedsense: error: {err}", file=sys.stderr)

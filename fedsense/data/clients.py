@@ -32,17 +32,21 @@ def hide_labels(ds: Dataset) -> Dataset:
     return replace(ds, y=np.full_like(ds.y, -1))
 
 
-_PARTITIONS: dict[int, list] = {}
+_PARTITIONS: list[tuple[Dataset, tuple, list]] = []  # (dataset, split settings, splits)
 
 
 def _partition(cfg: Config, ds: Dataset) -> list:
+    """The client splits of ``ds`` under ``cfg``, memoised for the latest dataset.
+
+    Keyed on the dataset object itself (held, so its identity cannot be
+    reused) and on every setting the split depends on.
+    """
     from fedsense.data.partition import partition
 
-    key = id(ds)
-    if key not in _PARTITIONS:
-        _PARTITIONS.clear()
-        _PARTITIONS[key] = partition(ds, cfg.data.target_domains, cfg.data.test_fraction)
-    return _PARTITIONS[key]
+    settings = (tuple(cfg.data.target_domains), cfg.data.test_fraction)
+    if not (_PARTITIONS and _PARTITIONS[0][0] is ds and _PARTITIONS[0][1] == settings):
+        _PARTITIONS[:] = [(ds, settings, partition(ds, cfg.data.target_domains, cfg.data.test_fraction))]
+    return _PARTITIONS[0][2]
 
 
 def num_clients(cfg: Config) -> int:

@@ -299,23 +299,34 @@ def test_non_mapping_top_level(tmp_path: Path, text: str) -> None:
         load(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: from_dict calls dict(data) before its isinstance check, so a non-mapping "
-    "raises TypeError/ValueError from dict() instead of ConfigError (the check is dead code)",
-)
 def test_from_dict_refuses_non_mapping_with_config_error() -> None:
     with pytest.raises(ConfigError, match="mapping"):
         from_dict([1, 2])  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: PyYAML (YAML 1.1) reads '1e-3' as a string, so `train.lr: 1e-3` in a file "
-    "or `--set train.lr=1e-3` fails with 'expected a number'",
-)
 def test_exponent_float_without_dot_is_a_number(tmp_path: Path) -> None:
     assert from_dict(None, ["train.lr=1e-3"]).train.lr == pytest.approx(1e-3)
+    with pytest.raises(ConfigError, match="train.lr"):
+        from_dict(None, ["train.lr=fast"])
+
+
+@pytest.mark.parametrize("value", [".inf", ".nan", "-.inf"])
+def test_non_finite_numbers_are_refused(value: str) -> None:
+    with pytest.raises(ConfigError, match="fed.timeout: expected a finite number"):
+        from_dict(None, [f"fed.timeout={value}"])
+
+
+def test_empty_section_means_defaults() -> None:
+    assert from_dict({"data": None}).data == from_dict(None).data
+
+
+def test_numeric_name_is_kept_as_text() -> None:
+    assert from_dict(None, ["output.name=123"]).output.name == "123"
+
+
+def test_synthetic_needs_a_modality() -> None:
+    with pytest.raises(ConfigError, match="data.synthetic.modalities"):
+        from_dict(None, ["data.synthetic.modalities={}"])
 
 
 # --------------------------------------------------------------------------- #
