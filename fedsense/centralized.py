@@ -9,6 +9,7 @@ can see this data, so its number is the reference the federation is judged by.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 
@@ -37,7 +38,7 @@ def concat(parts: list[Dataset]) -> Dataset:
     )
 
 
-def run_centralized(cfg: Config, run: RunDir) -> dict:
+def run_centralized(cfg: Config, run: RunDir, on_round: Callable[[], None] | None = None) -> dict:
     """Train on pooled source data for ``fed.rounds * train.local_epochs`` epochs,
     logging one metrics line per round like a federation. Returns the summary."""
     clients: list[ClientData] = [
@@ -64,6 +65,8 @@ def run_centralized(cfg: Config, run: RunDir) -> dict:
         run.log_round(r, record)
         if r % cfg.fed.checkpoint_every == 0 or r == cfg.fed.rounds:
             run.save_checkpoint(r, shared_arrays(model, method))
+        if on_round is not None:
+            on_round()
         log.info(
             "epoch-round %d/%d target macro-F1 %s source macro-F1 %s", r, cfg.fed.rounds,
             record.get("target", {}).get("macro_f1"), record.get("source", {}).get("macro_f1"),

@@ -99,7 +99,7 @@ def run_experiment(
 
         run = RunDir(run_dir, cfg)
         try:
-            summary = run_centralized(cfg, run)
+            summary = run_centralized(cfg, run, on_round=_Progress(run_dir, cfg.fed.rounds))
             run.write_summary(summary)
         finally:
             run.close()

@@ -41,6 +41,11 @@ def record_nbytes(content: RecordDict) -> int:
     return total
 
 
+def _reply_order(msg: Message) -> tuple[int, int]:
+    metrics = msg.content[protocol.METRICS]
+    return int(metrics.get(protocol.PARTITION, -1)), int(msg.metadata.src_node_id)
+
+
 @dataclass
 class RoundStats:
     """What happened in one round, filled as the round proceeds."""
@@ -122,6 +127,9 @@ class FedSenseStrategy(FedAvg):
                 f"round {server_round}: {len(valid)} of {self.stats.sampled} clients replied "
                 f"(at least {self.min_replies} needed). Errors: {self.stats.errors[:5]}"
             )
+        # Replies arrive in whatever order clients finish; a fixed order makes
+        # the floating-point average, and so the whole run, reproducible.
+        valid.sort(key=_reply_order)
         contents = [m.content for m in valid]
         weights = [float(c[protocol.METRICS][protocol.NUM_EXAMPLES]) for c in contents]
         if sum(weights) <= 0:

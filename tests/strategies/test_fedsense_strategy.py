@@ -129,3 +129,12 @@ def test_upload_bytes_count_the_arrays_received():
     w = np.zeros(1000, np.float32)
     s.aggregate_train(1, [train_reply(1, w, n=1), train_reply(2, w, n=1)])
     assert 2 * 4000 <= s.stats.bytes_up < 2 * 4000 + 2 * 500  # arrays dominate; headers are small
+
+
+def test_aggregate_does_not_depend_on_reply_order():
+    rng = np.random.default_rng(0)
+    replies = [train_reply(i, rng.normal(size=500).astype(np.float32) * 1e3, n=int(rng.integers(1, 99)))
+               for i in range(12)]
+    first, _ = make().aggregate_train(1, replies)
+    shuffled, _ = make().aggregate_train(1, [replies[i] for i in rng.permutation(12)])
+    np.testing.assert_array_equal(first["w"].numpy(), shuffled["w"].numpy())  # bit-identical
