@@ -1,4 +1,4 @@
-"""Centralized reference: the sources' pooled training data in one process.
+"""Centralized reference: the pooled training data in one process.
 
 The same model, optimiser and evaluation as the federation, with no Flower:
 one epoch over the pooled data per "round", the targets' held-out parts
@@ -14,13 +14,15 @@ from collections.abc import Callable
 import numpy as np
 
 from fedsense.adaptation import METHODS
+from fedsense.adaptation.schedules import reversal_coefficient
+from fedsense.adaptation.training import Adversarial, train_adversarial
 from fedsense.config import Config
 from fedsense.data.base import Dataset
 from fedsense.data.clients import ClientData, load_client_data, num_clients
 from fedsense.engine import evaluate, train_supervised
 from fedsense.metrics import summarize
-from fedsense.models import DataSpec, build_model, count_parameters
-from fedsense.params import shared_arrays
+from fedsense.models import DataSpec, build_run_model, count_parameters
+from fedsense.params import shared_arrays, sharing_of
 from fedsense.rundir import RunDir, build_summary
 
 log = logging.getLogger("fedsense.centralized")
@@ -39,32 +41,50 @@ def concat(parts: list[Dataset]) -> Dataset:
 
 
 def run_centralized(cfg: Config, run: RunDir, on_round: Callable[[], None] | None = None) -> dict:
-    """Train on pooled source data for ``fed.rounds * train.local_epochs`` epochs,
+    """Train on pooled source data (plus the targets' unlabeled windows for
+    adversarial methods) for ``fed.rounds * train.local_epochs`` epochs,
     logging one metrics line per round like a federation. Returns the summary."""
     clients: list[ClientData] = [
         load_client_data(cfg, {"partition-id": i}) for i in range(num_clients(cfg))
     ]
-    pooled = concat([c.train for c in clients if c.role == "source"])
+    method = METHODS[cfg.adapt.method]
+    # Adversarial methods also see the targets' unlabeled training windows,
+    # as in the federation; everything else trains on the sources alone.
+    members = [c for c in clients if c.role == "source" or (method.adversarial and c.role == "target")]
+    pooled = concat([c.train for c in members])
+    domain = np.concatenate(
+        [np.full(len(c.train), float(c.role == "target"), dtype=np.float32) for c in members]
+    )
     num_classes = len(pooled.classes) or int(pooled.y.max()) + 1
     spec = DataSpec(shapes=pooled.shapes(), num_classes=num_classes)
-    model = build_model(spec, cfg.model, seed=cfg.seed)
-    method = METHODS[cfg.adapt.method]
+    model = build_run_model(spec, cfg)
+    sharing = sharing_of(method, cfg.adapt.alignment)
     history: list[dict] = []
     for r in range(1, cfg.fed.rounds + 1):
-        result = train_supervised(
-            model, pooled, cfg.train, epochs=cfg.train.local_epochs, lr=cfg.train.lr,
-            seed=cfg.seed * 1_000_003 + r,
-        )
-        record: dict = {"train": {"loss_task": result["loss_task"]}}
+        kwargs = dict(epochs=cfg.train.local_epochs, lr=cfg.train.lr, seed=cfg.seed * 1_000_003 + r)
+        record: dict = {}
+        if method.adversarial:
+            # Pooled data hold both domains: the discriminators learn from the
+            # true domain labels (classic DANN/M3BAT), the upper bound.
+            adv = Adversarial(
+                coeff=reversal_coefficient(r, cfg.fed.rounds, cfg.adapt.lambda_max),
+                weights={b: float(cfg.adapt.weights.get(b, 1.0)) for b in model.discriminators},
+                domain_weight=cfg.adapt.domain_weight,
+            )
+            result = train_adversarial(model, pooled, domain, cfg.train, adv, **kwargs)
+            record["adapt"] = {"lambda": adv.coeff, "disc_acc": result["disc_acc"]}
+        else:
+            result = train_supervised(model, pooled, cfg.train, **kwargs)
+        record["train"] = {"loss_task": result["loss_task"]}
         for role in ("target", "source"):
-            members = [c for c in clients if c.role == role]
-            if members:
-                cm = sum(evaluate(model, c.test, num_classes)["confusion"] for c in members)
-                record[role] = {**summarize(cm), "clients": len(members)}
+            group = [c for c in clients if c.role == role]
+            if group:
+                cm = sum(evaluate(model, c.test, num_classes)["confusion"] for c in group)
+                record[role] = {**summarize(cm), "clients": len(group)}
         history.append(record)
         run.log_round(r, record)
         if r % cfg.fed.checkpoint_every == 0 or r == cfg.fed.rounds:
-            run.save_checkpoint(r, shared_arrays(model, method))
+            run.save_checkpoint(r, shared_arrays(model, sharing))
         if on_round is not None:
             on_round()
         log.info(

@@ -66,6 +66,7 @@ class DataConfig:
     window: int = 128  # HAPT: samples per window (2.56 s at 50 Hz)
     step: int = 64  # HAPT: hop between windows (50 % overlap)
     test_fraction: float = 0.3  # per client and class, the later part held out
+    target_labels: Literal["hidden", "visible"] = "hidden"  # visible: the target oracle
     cache_dir: str = ""  # empty: $FEDSENSE_CACHE or ~/.cache/fedsense
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     shifts: list[ShiftConfig] = field(default_factory=list)
@@ -105,7 +106,17 @@ class FedConfig:
 
 @dataclass(frozen=True)
 class AdaptConfig:
-    method: str = "none"
+    """Domain adaptation (see DESIGN.md and ``fedsense.adaptation``)."""
+
+    method: str = "none"  # none | dann | m3bat | fedbn
+    alignment: Literal["federated", "statistics"] = "federated"
+    lambda_max: float = 1.0  # scale of DANN's reversal schedule
+    domain_weight: float = 1.0  # weight of the adversarial loss against the task loss
+    branch_weights: Literal["fixed", "shift"] = "fixed"
+    weights: dict[str, float] = field(default_factory=dict)  # branch -> weight (default 1)
+    disc_hidden: int = 64
+    stats_min_count: int = 32  # fewer windows: a client reports no statistics
+    stats_noise: float = 0.0  # std of Gaussian noise added to reported statistics
 
 
 @dataclass(frozen=True)
@@ -263,6 +274,12 @@ def _check_values(cfg: Config) -> None:
         (len(cfg.model.channels) >= 1, "model.channels: needs at least one layer"),
         (all(c >= 1 for c in cfg.model.channels), "model.channels: every width must be >= 1"),
         (0.0 <= cfg.model.dropout < 1.0, "model.dropout: must be in [0, 1)"),
+        (cfg.adapt.lambda_max >= 0, "adapt.lambda_max: must be non-negative"),
+        (cfg.adapt.domain_weight >= 0, "adapt.domain_weight: must be non-negative"),
+        (cfg.adapt.disc_hidden >= 1, "adapt.disc_hidden: must be at least 1"),
+        (cfg.adapt.stats_min_count >= 2, "adapt.stats_min_count: must be at least 2"),
+        (cfg.adapt.stats_noise >= 0, "adapt.stats_noise: must be non-negative"),
+        (all(w >= 0 for w in cfg.adapt.weights.values()), "adapt.weights: must be non-negative"),
         (cfg.data.synthetic.subjects >= 1, "data.synthetic.subjects: must be at least 1"),
         (cfg.data.synthetic.classes >= 2, "data.synthetic.classes: must be at least 2"),
         (

@@ -7,48 +7,74 @@ keyed by their ``state_dict`` name; local ones live in the client's state.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
 
 from fedsense.adaptation import Method
 
-_NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)
+_STATS = ("running_mean", "running_var")
 
 
-def _norm_prefixes(model: nn.Module) -> tuple[str, ...]:
-    return tuple(f"{name}." for name, mod in model.named_modules() if isinstance(mod, _NORM_TYPES))
+@dataclass(frozen=True)
+class Sharing:
+    """The sharing rule of a run.
 
-
-def is_shared(name: str, model: nn.Module, method: Method) -> bool:
-    """True when parameter/buffer ``name`` of ``model`` is aggregated by the server.
-
-    With ``method.local_norm`` (FedBN/AdaBN) every normalisation layer's
-    affine parameters and running statistics stay local, so a shifted device
-    keeps statistics of its own data.
+    Attributes:
+        method: the adaptation method; ``local_norm`` keeps BatchNorm running
+            statistics on the device (FedBN/AdaBN). Affine parameters stay
+            shared: an unlabeled target could never learn its own.
+        local_discriminators: discriminators stay on the device (the
+            statistics-reference design); otherwise they are global
+            (federated discriminators).
     """
+
+    method: Method
+    local_discriminators: bool = False
+
+
+def sharing_of(method: Method, alignment: str) -> Sharing:
+    """The sharing rule of a method under an ``adapt.alignment``."""
+    return Sharing(method, local_discriminators=method.adversarial and alignment == "statistics")
+
+
+def _as_sharing(rule: Sharing | Method) -> Sharing:
+    return rule if isinstance(rule, Sharing) else Sharing(rule)
+
+
+def is_shared(name: str, model: nn.Module, rule: Sharing | Method) -> bool:
+    """True when parameter/buffer ``name`` of ``model`` is aggregated by the server."""
+    rule = _as_sharing(rule)
     if name.endswith("num_batches_tracked"):
         return False  # a counter, not a parameter: averaging it means nothing
-    if method.local_norm and name.startswith(_norm_prefixes(model)):
+    if rule.method.local_norm and name.endswith(_STATS):
+        return False
+    if rule.local_discriminators and name.startswith("discriminators."):
         return False
     return True
 
 
-def shared_arrays(model: nn.Module, method: Method) -> dict[str, np.ndarray]:
-    """The shared part of ``model.state_dict()`` as float32/int numpy copies."""
+def shared_keys(model: nn.Module, rule: Sharing | Method) -> set[str]:
+    return {k for k in model.state_dict() if is_shared(k, model, rule)}
+
+
+def shared_arrays(model: nn.Module, rule: Sharing | Method) -> dict[str, np.ndarray]:
+    """The shared part of ``model.state_dict()`` as numpy copies."""
     return {
         k: v.detach().cpu().numpy().copy()
         for k, v in model.state_dict().items()
-        if is_shared(k, model, method)
+        if is_shared(k, model, rule)
     }
 
 
-def local_arrays(model: nn.Module, method: Method) -> dict[str, np.ndarray]:
+def local_arrays(model: nn.Module, rule: Sharing | Method) -> dict[str, np.ndarray]:
     """The device-only part of ``model.state_dict()``."""
     return {
         k: v.detach().cpu().numpy().copy()
         for k, v in model.state_dict().items()
-        if not is_shared(k, model, method)
+        if not is_shared(k, model, rule)
     }
 
 
@@ -67,7 +93,3 @@ def load_arrays(model: nn.Module, arrays: dict[str, np.ndarray], *, strict_keys:
             )
         state[key] = torch.as_tensor(np.ascontiguousarray(value), dtype=state[key].dtype)
     model.load_state_dict(state)
-
-
-def shared_keys(model: nn.Module, method: Method) -> set[str]:
-    return {k for k in model.state_dict() if is_shared(k, model, method)}

@@ -47,3 +47,32 @@ SPEC_TEST_WINDOWS = "test-windows"
 def shape_keys(modality: str) -> tuple[str, str]:
     """Metric keys of one modality's ``(channels, steps)`` in a query reply."""
     return f"shape.{modality}.channels", f"shape.{modality}.steps"
+
+# ---- adaptation ------------------------------------------------------------
+# ConfigRecord keys, server -> client (train)
+CFG_COEFF = "adapt-coeff"  # gradient reversal coefficient of this round
+
+
+def cfg_weight(branch: str) -> str:
+    """Config key of a branch's adversarial loss weight."""
+    return f"weight.{branch}"
+
+
+# RecordDict key of the pooled source statistics (train messages, statistics alignment)
+REFERENCE = "reference"
+# RecordDict key of a client's embedding statistics (evaluate replies)
+STATS = "stats"
+
+
+def stats_keys(branch: str) -> tuple[str, str, str]:
+    """(mean array key, covariance array key, count metric/config key) of a branch."""
+    return f"stats.{branch}.mean", f"stats.{branch}.cov", f"stats.{branch}.count"
+
+
+# MetricRecord keys, client -> server (train), per discriminator branch
+def loss_domain_key(branch: str) -> str:
+    return f"loss-domain.{branch}"
+
+
+def disc_acc_key(branch: str) -> str:
+    return f"disc-acc.{branch}"

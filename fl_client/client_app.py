@@ -1,96 +1,150 @@
 """ClientApp: unpack a Message, call the fedsense core, pack the reply.
 
-Shared weights arrive in the message; device-only parts (normalisation
-statistics under FedBN-style methods) live in ``context.state`` between
-rounds. A target client's labels were removed when its data were loaded.
+Shared weights arrive in the message; device-only parts (BatchNorm statistics
+under FedBN, discriminators under the statistics-reference design) live in
+``context.state`` between rounds. A target client's labels were removed when
+its data were loaded.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
-from flwr.clientapp import ClientApp
 
 from fedsense import protocol
-from fedsense.adaptation import METHODS
+from fedsense.adaptation import METHODS, needs_statistics
+from fedsense.adaptation.statistics import from_wire, privatize, to_wire
+from fedsense.adaptation.training import Adversarial, embedding_stats, renormalize, train_adversarial
+from fedsense.config import Config
 from fedsense.data.clients import ClientData, load_client_data
 from fedsense.engine import evaluate as evaluate_model
 from fedsense.engine import train_supervised
-from fedsense.models import DataSpec, build_model
-from fedsense.params import load_arrays, local_arrays, shared_arrays, shared_keys
+from fedsense.models import DataSpec, MultimodalNet, build_run_model
+from fedsense.params import Sharing, load_arrays, local_arrays, shared_arrays, shared_keys, sharing_of
 from fedsense.runconfig import config_from_run
+from flwr.clientapp import ClientApp
 
 LOCAL_STATE = "fedsense-local"  # context.state key of the device-only arrays
 
 app = ClientApp()
 
 
-def _setup(msg: Message, context: Context) -> tuple:
+def _arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
+    return {k: v.numpy() for k, v in record.items()}
+
+
+def _record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
+    # order="C" without np.ascontiguousarray, which turns a 0-d buffer into shape (1,)
+    return ArrayRecord({k: Array(np.asarray(v, order="C")) for k, v in arrays.items()})
+
+
+def _setup(msg: Message, context: Context) -> tuple[Config, ClientData, Sharing, MultimodalNet]:
     cfg = config_from_run(context.run_config)
     data = load_client_data(cfg, context.node_config)
-    method = METHODS[cfg.adapt.method]
+    sharing = sharing_of(METHODS[cfg.adapt.method], cfg.adapt.alignment)
     num_classes = int(msg.content[protocol.CONFIG][protocol.CFG_NUM_CLASSES])
-    spec = DataSpec(shapes=data.train.shapes(), num_classes=num_classes)
-    model = build_model(spec, cfg.model, seed=cfg.seed)
-    incoming = {k: v.numpy() for k, v in msg.content[protocol.ARRAYS].items()}
-    load_arrays(model, incoming, strict_keys=shared_keys(model, method))
+    model = build_run_model(DataSpec(shapes=data.train.shapes(), num_classes=num_classes), cfg)
+    load_arrays(model, _arrays(msg.content[protocol.ARRAYS]), strict_keys=shared_keys(model, sharing))
     if LOCAL_STATE in context.state:  # device-only parameters from earlier rounds
-        local = {k: v.numpy() for k, v in context.state[LOCAL_STATE].items()}
-        load_arrays(model, local, strict_keys=set())
-    return cfg, data, method, model, num_classes
+        load_arrays(model, _arrays(context.state[LOCAL_STATE]), strict_keys=set())
+    return cfg, data, sharing, model
 
 
-def _base_metrics(data: ClientData) -> dict[str, int]:
-    return {
-        protocol.IS_TARGET: int(data.role == "target"),
-        protocol.PARTITION: data.partition_id,
-    }
+def _identity(data: ClientData) -> dict[str, int]:
+    return {protocol.IS_TARGET: int(data.role == "target"), protocol.PARTITION: data.partition_id}
+
+
+def _adversarial(msg: Message, cfg: Config, model: MultimodalNet) -> Adversarial:
+    config = msg.content[protocol.CONFIG]
+    weights = {b: float(config.get(protocol.cfg_weight(b), 1.0)) for b in model.discriminators}
+    reference = None
+    if cfg.adapt.alignment == "statistics":
+        counts = dict(config)
+        arrays = _arrays(msg.content[protocol.REFERENCE]) if protocol.REFERENCE in msg.content else {}
+        reference = from_wire(arrays, counts)
+    return Adversarial(
+        coeff=float(config.get(protocol.CFG_COEFF, 0.0)),
+        weights=weights,
+        domain_weight=cfg.adapt.domain_weight,
+        reference=reference,
+    )
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    cfg, data, method, model, _k = _setup(msg, context)
+    cfg, data, sharing, model = _setup(msg, context)
     config = msg.content[protocol.CONFIG]
     server_round = int(config[protocol.CFG_ROUND])
-    result = train_supervised(
-        model,
-        data.train,
-        cfg.train,
+    method = sharing.method
+    kwargs = dict(
         epochs=int(config.get(protocol.CFG_LOCAL_EPOCHS, cfg.train.local_epochs)),
         lr=float(config.get(protocol.CFG_LR, cfg.train.lr)),
-        # distinct, reproducible shuffling per seed, round and client
+        # distinct, reproducible randomness per seed, round and client
         seed=cfg.seed * 1_000_003 + server_round * 1_009 + max(data.partition_id, 0),
     )
-    context.state[LOCAL_STATE] = ArrayRecord(
-        {k: Array(v) for k, v in local_arrays(model, method).items()}
-    )
+    labels_usable = data.role == "source" or cfg.data.target_labels == "visible"
+    adversarial_metrics: dict[str, float] = {}
+    if method.adversarial:
+        domain = np.full(len(data.train), float(data.role == "target"), dtype=np.float32)
+        result = train_adversarial(
+            model, data.train, domain, cfg.train, _adversarial(msg, cfg, model), **kwargs
+        )
+        for b in model.discriminators:  # every reply carries every branch's keys
+            adversarial_metrics[protocol.loss_domain_key(b)] = result["loss_domain"].get(b, 0.0)
+            adversarial_metrics[protocol.disc_acc_key(b)] = result["disc_acc"].get(b, 0.0)
+    elif labels_usable:
+        result = train_supervised(model, data.train, cfg.train, **kwargs)
+    else:
+        # An unlabeled target without an adversarial method: AdaBN-style methods
+        # renormalise on its windows (forward passes only); the shared weights
+        # are unchanged, so the reply carries no weight in the average.
+        if method.local_norm:
+            renormalize(model, data.train)
+        result = {"loss_task": 0.0, "steps": 0, "num_examples": 0}
+    context.state[LOCAL_STATE] = _record(local_arrays(model, sharing))
     metrics = MetricRecord(
         {
             protocol.NUM_EXAMPLES: int(result["num_examples"]),
             protocol.LOSS_TASK: float(result["loss_task"]),
             protocol.TRAIN_STEPS: int(result["steps"]),
-            **_base_metrics(data),
+            **adversarial_metrics,
+            **_identity(data),
         }
     )
-    arrays = ArrayRecord({k: Array(v) for k, v in shared_arrays(model, method).items()})
+    arrays = _record(shared_arrays(model, sharing))
     return Message(RecordDict({protocol.ARRAYS: arrays, protocol.METRICS: metrics}), reply_to=msg)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    _cfg, data, _method, model, num_classes = _setup(msg, context)
+    cfg, data, sharing, model = _setup(msg, context)
+    num_classes = int(msg.content[protocol.CONFIG][protocol.CFG_NUM_CLASSES])
     result = evaluate_model(model, data.test, num_classes)
     cm = np.asarray(result["confusion"], dtype=np.int64)
-    metrics = MetricRecord(
+    content = RecordDict()
+    extra: dict[str, int] = {}
+    if needs_statistics(sharing.method, cfg.adapt.alignment, cfg.adapt.branch_weights):
+        # Statistics of the training windows under the new global model: the
+        # next round's reference is computed with the model it starts from.
+        rng = np.random.default_rng([cfg.seed, int(msg.content[protocol.CONFIG][protocol.CFG_ROUND]),
+                                     max(data.partition_id, 0)])
+        stats = {
+            b: privatize(s, cfg.adapt.stats_min_count, cfg.adapt.stats_noise, rng)
+            for b, s in embedding_stats(model, data.train).items()
+        }
+        arrays, extra = to_wire(stats)
+        content[protocol.STATS] = _record(arrays)
+    content[protocol.METRICS] = MetricRecord(
         {
             protocol.NUM_EXAMPLES: int(result["windows"]),
             protocol.EVAL_LOSS: float(result["loss"]),
             protocol.EVAL_WINDOWS: int(result["windows"]),
             protocol.CONFUSION: [int(v) for v in cm.ravel()],
-            **_base_metrics(data),
+            **extra,
+            **_identity(data),
         }
     )
-    return Message(RecordDict({protocol.METRICS: metrics}), reply_to=msg)
+    return Message(content, reply_to=msg)
 
 
 @app.query()
@@ -105,7 +159,7 @@ def query(msg: Message, context: Context) -> Message:
             **spec.to_metrics(),
             protocol.SPEC_TRAIN_WINDOWS: len(data.train),
             protocol.SPEC_TEST_WINDOWS: len(data.test),
-            **_base_metrics(data),
+            **_identity(data),
         }
     )
     return Message(RecordDict({protocol.METRICS: metrics}), reply_to=msg)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -207,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     conv_p.add_argument("--per-subject", action="store_true",
                         help="one file per subject (a device's data for a real SuperNode)")
     args = parser.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so `finally` blocks stop the SuperLink we started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
                         format="%(name)s %(levelname)s %(message)s")
 

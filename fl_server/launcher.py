@@ -47,6 +47,9 @@ def quiet_env(flwr_home: Path) -> dict[str, str]:
         FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
         RAY_USAGE_STATS_ENABLED="0",
         RAY_DISABLE_DOCKER_CPU_WARNING="1",
+        # Single-machine Ray: with "cluster" support off Ray binds its
+        # services to loopback instead of the machine's network address.
+        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
         PYTHONUNBUFFERED="1",
         # the SuperLink starts flower-superexec and flwr-simulation from PATH
         PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),

@@ -17,12 +17,12 @@ from flwr.serverapp import Grid, ServerApp
 from fedsense import protocol
 from fedsense.adaptation import METHODS
 from fedsense.config import Config
-from fedsense.models import build_model, count_parameters
-from fedsense.params import shared_arrays
+from fedsense.models import build_run_model, count_parameters
+from fedsense.params import shared_arrays, sharing_of
 from fedsense.rundir import RunDir, build_summary
 from fedsense.runconfig import config_from_run
 from fl_server.spec import query_clients, wait_for_nodes
-from strategies import FedSenseStrategy
+from strategies import AdaptationState, FedSenseStrategy
 
 log = logging.getLogger("fedsense.server")
 if not log.handlers:  # the ServerApp runs in Flower's process: give our lines a home
@@ -55,7 +55,7 @@ def main(grid: Grid, context: Context) -> None:
         nodes = wait_for_nodes(grid, minimum=cfg.fed.min_clients)
         spec, roles = query_clients(grid, nodes, timeout=cfg.fed.timeout)
         method = METHODS[cfg.adapt.method]
-        model = build_model(spec, cfg.model, seed=cfg.seed)
+        model = build_run_model(spec, cfg)
         extra = {"clients": {"total": len(nodes), **roles}, "parameters": count_parameters(model)}
         log.info("%d clients (%s); model has %d parameters", len(nodes), roles, extra["parameters"])
 
@@ -72,8 +72,12 @@ def main(grid: Grid, context: Context) -> None:
                 f"{source:.4f}" if source is not None else "-",
             )
 
+        adaptation = AdaptationState(
+            adapt=cfg.adapt, method=method, branches=list(model.discriminators), total_rounds=cfg.fed.rounds
+        )
         strategy = FedSenseStrategy(
             num_classes=spec.num_classes,
+            adaptation=adaptation,
             min_replies=cfg.fed.min_clients,
             on_round_end=on_round_end,
             fraction_train=cfg.fed.fraction_train,
@@ -86,7 +90,8 @@ def main(grid: Grid, context: Context) -> None:
             configrecord_key=protocol.CONFIG,
         )
         common = {protocol.CFG_NUM_CLASSES: spec.num_classes}
-        initial = ArrayRecord({k: Array(v) for k, v in shared_arrays(model, method).items()})
+        sharing = sharing_of(method, cfg.adapt.alignment)
+        initial = ArrayRecord({k: Array(v) for k, v in shared_arrays(model, sharing).items()})
         strategy.start(
             grid=grid,
             initial_arrays=initial,

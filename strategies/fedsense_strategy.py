@@ -15,13 +15,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from fedsense import protocol
+from fedsense.adaptation.statistics import from_wire
 from fedsense.metrics import summarize
+from strategies.adaptation import AdaptationState
 
 log = logging.getLogger("fedsense.strategy")
 
@@ -41,6 +43,15 @@ def record_nbytes(content: RecordDict) -> int:
     return total
 
 
+def _last_line(reason: str, limit: int = 300) -> str:
+    """The message of a client's error, not its whole remote traceback."""
+    lines = [ln.strip() for ln in reason.replace("\\n", "\n").splitlines() if ln.strip()]
+    for line in reversed(lines):
+        if "Message:" in line:
+            return line.split("Message:", 1)[1].strip().strip("'>")[:limit]
+    return (lines[-1] if lines else reason)[:limit]
+
+
 def _reply_order(msg: Message) -> tuple[int, int]:
     metrics = msg.content[protocol.METRICS]
     return int(metrics.get(protocol.PARTITION, -1)), int(msg.metadata.src_node_id)
@@ -57,7 +68,9 @@ class RoundStats:
     replied: int = 0
     failed: int = 0
     errors: list[str] = field(default_factory=list)
-    train: dict[str, float] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    adapt: dict[str, Any] = field(default_factory=dict)  # this round's adaptation config
+    adapt_acc: dict[str, float] = field(default_factory=dict)  # mean discriminator accuracy
 
 
 class FedSenseStrategy(FedAvg):
@@ -65,8 +78,8 @@ class FedSenseStrategy(FedAvg):
 
     Args:
         num_classes: K of the ``K*K`` confusion matrices clients return.
-        round_config: ``server_round -> {key: value}`` added to the train config
-            (schedules are pure functions of the round).
+        adaptation: server-side adaptation state (schedule, statistics
+            reference, branch weights); ``None`` for plain FedAvg.
         on_round_end: called after each round's evaluation with
             ``(server_round, record, arrays)``; the ServerApp logs and checkpoints there.
         min_replies: fewer successful train replies than this fail the run.
@@ -77,14 +90,14 @@ class FedSenseStrategy(FedAvg):
         *,
         num_classes: int,
         min_replies: int = 1,
-        round_config: Callable[[int], dict[str, Any]] | None = None,
+        adaptation: AdaptationState | None = None,
         on_round_end: Callable[[int, dict[str, Any], ArrayRecord], None] | None = None,
         **fedavg: Any,
     ) -> None:
         super().__init__(**fedavg)
         self.num_classes = num_classes
         self.min_replies = min_replies
-        self.round_config = round_config or (lambda _r: {})
+        self.adaptation = adaptation
         self.on_round_end = on_round_end
         self.stats = RoundStats()
         self.totals = {"bytes_up": 0, "bytes_down": 0}
@@ -97,8 +110,15 @@ class FedSenseStrategy(FedAvg):
     ) -> Iterable[Message]:
         self.stats = RoundStats()
         self.current_arrays = arrays
-        config = ConfigRecord({**dict(config), **self.round_config(server_round)})
+        extra = self.adaptation.round_config(server_round) if self.adaptation else {}
+        self.stats.adapt = dict(extra)
+        config = ConfigRecord({**dict(config), **extra})
         messages = list(super().configure_train(server_round, arrays, config, grid))
+        reference = self.adaptation.reference_arrays() if self.adaptation else {}
+        if reference and messages:  # one RecordDict is shared by all messages
+            messages[0].content[protocol.REFERENCE] = ArrayRecord(
+                {k: Array(v) for k, v in reference.items()}
+            )
         self.stats.sampled = len(messages)
         self.stats.bytes_down += sum(record_nbytes(m.content) for m in messages)
         return messages
@@ -108,7 +128,7 @@ class FedSenseStrategy(FedAvg):
         for msg in replies:
             self.stats.bytes_up += record_nbytes(msg.content) if msg.has_content() else 0
             if msg.has_error():
-                reason = f"node {msg.metadata.src_node_id}: {msg.error.reason}"
+                reason = f"node {msg.metadata.src_node_id}: {_last_line(msg.error.reason)}"
                 self.stats.errors.append(reason)
                 log.warning("client error: %s", reason)
             else:
@@ -139,16 +159,21 @@ class FedSenseStrategy(FedAvg):
         weighted = [c for c, w in zip(contents, weights) if w > 0]
         arrays = aggregate_arrayrecords(weighted, protocol.NUM_EXAMPLES)
         total = sum(weights)
-        loss = sum(float(c[protocol.METRICS][protocol.LOSS_TASK]) * w for c, w in zip(contents, weights))
-        self.stats.train = {"loss_task": loss / total, "clients_trained": len(weighted)}
+        mean = lambda key: sum(float(c[protocol.METRICS][key]) * w for c, w in zip(contents, weights)) / total  # noqa: E731
+        self.stats.train = {"loss_task": mean(protocol.LOSS_TASK), "clients_trained": len(weighted)}
+        branches = self.adaptation.branches if self.adaptation else []
+        if branches and protocol.loss_domain_key(branches[0]) in contents[0][protocol.METRICS]:
+            self.stats.train["loss_domain"] = {b: mean(protocol.loss_domain_key(b)) for b in branches}
+            self.stats.adapt_acc = {b: mean(protocol.disc_acc_key(b)) for b in branches}
         self.current_arrays = arrays
-        return arrays, MetricRecord({"loss-task": loss / total, "clients-trained": len(weighted)})
+        return arrays, MetricRecord(
+            {"loss-task": self.stats.train["loss_task"], "clients-trained": len(weighted)}
+        )
 
     # --------------------------------------------------------------- evaluate
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        config = ConfigRecord({**dict(config), **self.round_config(server_round)})
         messages = list(super().configure_evaluate(server_round, arrays, config, grid))
         self.stats.bytes_down += sum(record_nbytes(m.content) for m in messages)
         return messages
@@ -158,9 +183,13 @@ class FedSenseStrategy(FedAvg):
         k = self.num_classes
         sums = {"source": np.zeros((k, k), np.int64), "target": np.zeros((k, k), np.int64)}
         clients = {"source": 0, "target": 0}
+        reported: dict[str, list] = {"source": [], "target": []}
         for msg in valid:
             metrics = msg.content[protocol.METRICS]
             role = "target" if int(metrics[protocol.IS_TARGET]) else "source"
+            if protocol.STATS in msg.content:
+                arrays = {k: v.numpy() for k, v in msg.content[protocol.STATS].items()}
+                reported[role].append(from_wire(arrays, dict(metrics)))
             flat = np.asarray(metrics[protocol.CONFUSION], dtype=np.int64)
             if flat.size != k * k:
                 self.stats.errors.append(f"node {msg.metadata.src_node_id}: confusion size {flat.size}")
@@ -172,6 +201,16 @@ class FedSenseStrategy(FedAvg):
             if clients[role]:
                 record[role] = {**summarize(sums[role]), "clients": clients[role]}
         record["train"] = dict(self.stats.train)
+        if self.adaptation is not None and self.adaptation.branches:
+            self.adaptation.update(reported["source"], reported["target"])
+            adapt: dict[str, Any] = {"lambda": float(self.stats.adapt.get(protocol.CFG_COEFF, 0.0))}
+            adapt["weight"] = {b: float(self.stats.adapt.get(protocol.cfg_weight(b), 1.0))
+                               for b in self.adaptation.branches}
+            if self.stats.adapt_acc:
+                adapt["disc_acc"] = dict(self.stats.adapt_acc)
+            if self.adaptation.collects_statistics:
+                adapt["shift"] = self.adaptation.shifts()
+            record["adapt"] = adapt
         self.totals["bytes_up"] += self.stats.bytes_up
         self.totals["bytes_down"] += self.stats.bytes_down
         record["comm"] = {"bytes_up": self.stats.bytes_up, "bytes_down": self.stats.bytes_down}

@@ -1,10 +1,13 @@
-"""Domain adaptation methods, chosen by ``adapt.method``.
+"""Domain adaptation, chosen by ``adapt.method``: gradient reversal,
+discriminators, the multi-branch adversarial loss, statistics references,
+and schedules (pure functions of the round).
 
-Each method says which labels a client may train on and which parameters
-stay on the device. ``none`` is source-only FedAvg: target clients have no
-labels to learn from, so they take part in evaluation only.
+``none`` is source-only FedAvg; ``dann`` puts one discriminator on the fused
+embedding; ``m3bat`` one per modality branch plus the fused one; ``fedbn``
+keeps normalisation statistics on each device.
 """
 
-from fedsense.adaptation.methods import METHODS, Method
+from fedsense.adaptation.discriminators import FUSED
+from fedsense.adaptation.methods import METHODS, Method, needs_statistics
 
-__all__ = ["METHODS", "Method"]
+__all__ = ["FUSED", "METHODS", "Method", "needs_statistics"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from fedsense.registry import Registry
 
@@ -13,15 +14,35 @@ class Method:
 
     Attributes:
         name: the ``adapt.method`` value.
-        targets_train: whether unlabeled target clients take a training step.
-        local_norm: BatchNorm statistics and affine parameters stay on the
-            device (FedBN/AdaBN style) instead of being averaged.
+        targets_train: unlabeled target clients take part in training.
+        local_norm: BatchNorm running statistics stay on the device
+            (FedBN/AdaBN style): a shifted target renormalises with its own.
+        branches: which embeddings get a domain discriminator behind a
+            gradient reversal layer: none, the fused one (DANN), or every
+            modality branch plus the fused one (M3BAT).
     """
 
     name: str
     targets_train: bool = False
     local_norm: bool = False
+    branches: Literal["none", "fused", "all"] = "none"
+
+    @property
+    def adversarial(self) -> bool:
+        return self.branches != "none"
 
 
 METHODS: Registry[Method] = Registry("adaptation method")
-METHODS.register("none")(Method("none"))
+for _m in (
+    Method("none"),  # source-only FedAvg: targets only evaluate
+    Method("dann", targets_train=True, branches="fused"),
+    Method("m3bat", targets_train=True, branches="all"),
+    Method("fedbn", targets_train=True, local_norm=True),
+):
+    METHODS.register(_m.name)(_m)
+
+
+def needs_statistics(method: Method, alignment: str, branch_weights: str) -> bool:
+    """Whether clients report embedding statistics in their evaluate replies:
+    the statistics reference needs them, and so do shift-following branch weights."""
+    return method.adversarial and (alignment == "statistics" or branch_weights == "shift")

@@ -3,7 +3,8 @@
 In simulation a client is a partition of the configured dataset (one per
 subject); on a real device it is the npz file its SuperNode points at. A
 target client's training labels are removed here, before any training code
-sees them, so no method can use them by accident.
+sees them, so no method can use them by accident (unless
+``data.target_labels: visible``, the target-oracle ceiling).
 """
 
 from __future__ import annotations
@@ -65,11 +66,13 @@ def _device_data(cfg: Config, path: str, role: str | None) -> ClientData:
     if role not in ("source", "target"):
         raise DatasetError(f"node config role={role!r}: must be 'source' or 'target'")
     train, test = split_indices(ds.y, cfg.data.test_fraction)
-    return _finish(ds.subset(train), ds.subset(test), role, -1)  # type: ignore[arg-type]
+    return _finish(cfg, ds.subset(train), ds.subset(test), role, -1)  # type: ignore[arg-type]
 
 
-def _finish(train: Dataset, test: Dataset, role: Literal["source", "target"], pid: int) -> ClientData:
-    if role == "target":
+def _finish(
+    cfg: Config, train: Dataset, test: Dataset, role: Literal["source", "target"], pid: int
+) -> ClientData:
+    if role == "target" and cfg.data.target_labels == "hidden":
         train = hide_labels(train)
     return ClientData(train=train, test=test, role=role, partition_id=pid)
 
@@ -104,4 +107,4 @@ def load_client_data(cfg: Config, node_config: Mapping[str, object]) -> ClientDa
         raise DatasetError(f"partition-id {pid} out of range: the dataset has {len(splits)} clients")
     split = splits[pid]
     train, test = client_data(ds, split)
-    return _finish(train, test, split.role, pid)
+    return _finish(cfg, train, test, split.role, pid)

@@ -2,7 +2,14 @@
 
 from fedsense.models.encoders import ENCODERS
 from fedsense.models.fusion import FUSIONS
-from fedsense.models.net import DataSpec, MultimodalNet, NetOutput, build_model, count_parameters
+from fedsense.models.net import (
+    DataSpec,
+    MultimodalNet,
+    NetOutput,
+    build_model,
+    build_run_model,
+    count_parameters,
+)
 
 __all__ = [
     "ENCODERS",
@@ -11,5 +18,6 @@ __all__ = [
     "MultimodalNet",
     "NetOutput",
     "build_model",
+    "build_run_model",
     "count_parameters",
 ]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from fedsense import protocol
-from fedsense.config import ModelConfig
+from fedsense.adaptation.discriminators import FUSED, build_discriminators
+from fedsense.config import Config, ModelConfig
 from fedsense.models.encoders import ENCODERS
 from fedsense.models.fusion import FUSIONS
 
@@ -54,7 +56,13 @@ class MultimodalNet(nn.Module):
     is present; absent inputs may be any tensor of the right shape (zeros).
     """
 
-    def __init__(self, spec: DataSpec, cfg: ModelConfig) -> None:
+    def __init__(
+        self,
+        spec: DataSpec,
+        cfg: ModelConfig,
+        adversarial: Literal["none", "fused", "all"] = "none",
+        disc_hidden: int = 64,
+    ) -> None:
         super().__init__()
         if not spec.shapes:
             raise ValueError("MultimodalNet needs at least one modality")
@@ -71,6 +79,18 @@ class MultimodalNet(nn.Module):
         self.classifier = nn.Sequential(
             nn.Dropout(cfg.dropout), nn.Linear(self.fusion.out_dim, spec.num_classes)
         )
+        # Domain discriminators (training only; not part of the inference model).
+        dims: dict[str, int] = {}
+        if adversarial == "all":
+            dims.update({m: cfg.embed_dim for m in self.modalities})
+        if adversarial in ("all", "fused"):
+            dims[FUSED] = self.fusion.out_dim
+        self.discriminators = build_discriminators(dims, disc_hidden)
+
+    def features(self, out: NetOutput) -> dict[str, Tensor]:
+        """The embeddings that have a discriminator, keyed like ``discriminators``."""
+        every = {**out.branches, FUSED: out.fused}
+        return {name: every[name] for name in self.discriminators}
 
     def forward(self, x: dict[str, Tensor], mask: dict[str, Tensor] | None = None) -> NetOutput:
         batch = next(iter(x.values())).shape[0]
@@ -81,13 +101,36 @@ class MultimodalNet(nn.Module):
         return NetOutput(logits=self.classifier(fused), branches=branches, fused=fused)
 
 
-def build_model(spec: DataSpec, cfg: ModelConfig, seed: int = 0) -> MultimodalNet:
-    """A freshly initialised model; the same seed gives the same weights."""
+def build_model(
+    spec: DataSpec,
+    cfg: ModelConfig,
+    seed: int = 0,
+    adversarial: Literal["none", "fused", "all"] = "none",
+    disc_hidden: int = 64,
+) -> MultimodalNet:
+    """A freshly initialised model; the same seed gives the same weights.
+
+    ``adversarial`` adds domain discriminators (see ``Method.branches``).
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return MultimodalNet(spec, cfg)
+        return MultimodalNet(spec, cfg, adversarial, disc_hidden)
 
 
 def count_parameters(model: nn.Module) -> int:
-    """Trainable parameters (what the README quotes as model size)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    """Trainable parameters of the inference model (discriminators excluded:
+    they exist only while adapting)."""
+    return sum(
+        p.numel()
+        for name, p in model.named_parameters()
+        if p.requires_grad and not name.startswith("discriminators.")
+    )
+
+
+def build_run_model(spec: DataSpec, cfg: Config) -> MultimodalNet:
+    """The model a run trains: ``cfg.model`` plus the discriminators that
+    ``cfg.adapt.method`` needs, initialised from ``cfg.seed``."""
+    from fedsense.adaptation import METHODS
+
+    method = METHODS[cfg.adapt.method]
+    return build_model(spec, cfg.model, cfg.seed, method.branches, cfg.adapt.disc_hidden)

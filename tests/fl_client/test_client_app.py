@@ -113,8 +113,14 @@ def test_mismatched_global_arrays_fail_with_clear_error(tmp_path, model_cfg):
         train(_message(MessageType.TRAIN, arrays), _context(0, tmp_path))
 
 
-def test_local_state_is_kept_in_context(tmp_path, model_cfg):
+def test_local_state_is_kept_in_context_and_reloaded_next_round(tmp_path, model_cfg):
     ctx = _context(0, tmp_path)
-    train(_message(MessageType.TRAIN, _global_arrays(model_cfg)), ctx)
+    start = _global_arrays(model_cfg)
+    train(_message(MessageType.TRAIN, start), ctx)
     assert LOCAL_STATE in ctx.state  # num_batches_tracked lives on the device
-    assert all(k.endswith("num_batches_tracked") for k in ctx.state[LOCAL_STATE])
+    local = {k: v.numpy() for k, v in ctx.state[LOCAL_STATE].items()}
+    assert local and all(k.endswith("num_batches_tracked") for k in local)
+    assert all(v.shape == () and int(v) > 0 for v in local.values())
+    train(_message(MessageType.TRAIN, start, server_round=2), ctx)  # loads the state back
+    again = {k: int(v.numpy()) for k, v in ctx.state[LOCAL_STATE].items()}
+    assert all(again[k] == 2 * int(local[k]) for k in local)  # counted on across rounds

@@ -1,0 +1,170 @@
+"""Local adaptation steps: adversarial training, AdaBN renormalisation and
+embedding statistics. Tensors in, numbers out; no Flower."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fedsense.adaptation.discriminators import FUSED
+from fedsense.adaptation.losses import multi_branch_adversarial_loss
+from fedsense.adaptation.statistics import Stats, sample
+from fedsense.config import TrainConfig
+from fedsense.data.base import Dataset
+from fedsense.engine import as_tensors, make_optimizer
+from fedsense.models import MultimodalNet
+
+
+@dataclass(frozen=True)
+class Adversarial:
+    """One round's adversarial settings, all sent by the server.
+
+    Attributes:
+        coeff: gradient reversal coefficient (the schedule's value this round).
+        weights: branch -> weight of its discriminator loss.
+        domain_weight: weight of the adversarial loss against the task loss.
+        reference: statistics alignment: branch -> pooled source statistics;
+            ``None`` for federated discriminators (domain labels are roles).
+    """
+
+    coeff: float
+    weights: dict[str, float]
+    domain_weight: float = 1.0
+    reference: dict[str, Stats] | None = None
+
+
+@dataclass
+class _Running:
+    task: list[float] = field(default_factory=list)
+    domain: dict[str, list[float]] = field(default_factory=dict)
+    acc: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, losses: dict[str, float], accs: dict[str, float]) -> None:
+        for b, v in losses.items():
+            self.domain.setdefault(b, []).append(v)
+        for b, v in accs.items():
+            self.acc.setdefault(b, []).append(v)
+
+
+def train_adversarial(
+    model: MultimodalNet,
+    data: Dataset,
+    domain: np.ndarray,
+    cfg: TrainConfig,
+    adv: Adversarial,
+    *,
+    epochs: int,
+    lr: float,
+    seed: int,
+) -> dict[str, object]:
+    """Task loss on labelled windows plus the multi-branch adversarial loss on all.
+
+    Args:
+        domain: ``(N,)`` domain label of each window (0 source, 1 target),
+            used by federated discriminators. With a statistics reference,
+            own windows are labelled 1 and reference samples 0 instead.
+
+    Returns ``loss_task``, ``steps``, ``num_examples`` (windows used) and, per
+    branch, ``loss_domain`` and ``disc_acc`` (0.5 = domains indistinguishable).
+    """
+    n = len(data)
+    if n == 0:
+        return {"loss_task": 0.0, "steps": 0, "num_examples": 0, "loss_domain": {}, "disc_acc": {}}
+    model.train()
+    optimizer = make_optimizer(model, cfg, lr)
+    generator = torch.Generator().manual_seed(seed)
+    y_all = torch.from_numpy(data.y)
+    d_all = torch.from_numpy(np.asarray(domain, dtype=np.float32))
+    run = _Running()
+    steps = 0
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # dropout, reference samples
+        for _ in range(epochs):
+            order = torch.randperm(n, generator=generator).numpy()
+            for start in range(0, n, cfg.batch_size):
+                batch = np.sort(order[start : start + cfg.batch_size])
+                if batch.size < 2:
+                    continue  # BatchNorm cannot train on a single window
+                out = model(as_tensors(data, batch))
+                y = y_all[batch]
+                labelled = y >= 0
+                loss = torch.zeros(())
+                if labelled.any():
+                    task = F.cross_entropy(out.logits[labelled], y[labelled])
+                    loss = loss + task
+                    run.task.append(float(task.detach()))
+                feats, labels = _adversarial_inputs(model, out, d_all[batch], adv, generator)
+                if feats:
+                    adv_loss, losses, accs = multi_branch_adversarial_loss(
+                        feats, labels, model.discriminators, adv.weights, adv.coeff
+                    )
+                    loss = loss + adv.domain_weight * adv_loss
+                    run.add(losses, accs)
+                if not loss.requires_grad:
+                    continue
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                steps += 1
+    return {
+        "loss_task": float(np.mean(run.task)) if run.task else 0.0,
+        "steps": steps,
+        "num_examples": n,
+        "loss_domain": {b: float(np.mean(v)) for b, v in run.domain.items()},
+        "disc_acc": {b: float(np.mean(v)) for b, v in run.acc.items()},
+    }
+
+
+def _adversarial_inputs(
+    model: MultimodalNet, out, domain: torch.Tensor, adv: Adversarial, generator: torch.Generator
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    feats = model.features(out)
+    if adv.reference is None:  # federated discriminators: the label is the role
+        return feats, {b: domain for b in feats}
+    inputs, labels = {}, {}
+    for b, f in feats.items():
+        ref = adv.reference.get(b)
+        if ref is None or ref.count == 0:
+            continue  # no reference yet (first round) for this branch
+        samples = sample(ref, f.shape[0], generator)
+        inputs[b] = torch.cat([f, samples])
+        labels[b] = torch.cat([torch.ones(f.shape[0]), torch.zeros(f.shape[0])])
+    return inputs, labels
+
+
+@torch.no_grad()
+def renormalize(model: nn.Module, data: Dataset, batch_size: int = 256) -> int:
+    """AdaBN: recompute every BatchNorm's running statistics on ``data`` with
+    forward passes only (no labels, no gradient). Returns the windows used."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if len(data) < 2 or not norms:
+        return 0
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over all batches
+    model.train()
+    for start in range(0, len(data), batch_size):
+        index = np.arange(start, min(start + batch_size, len(data)))
+        if index.size >= 2:
+            model(as_tensors(data, index))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    return len(data)
+
+
+@torch.no_grad()
+def embedding_stats(model: MultimodalNet, data: Dataset, batch_size: int = 512) -> dict[str, Stats]:
+    """Per-branch statistics (every modality and the fused embedding) of
+    ``data`` under the model in eval mode."""
+    model.eval()
+    chunks: dict[str, list[np.ndarray]] = {}
+    for start in range(0, len(data), batch_size):
+        out = model(as_tensors(data, slice(start, start + batch_size)))
+        for b, z in {**out.branches, FUSED: out.fused}.items():
+            chunks.setdefault(b, []).append(z.numpy())
+    return {b: Stats.of(np.concatenate(parts)) for b, parts in chunks.items()}

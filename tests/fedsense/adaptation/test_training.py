@@ -1,0 +1,89 @@
+"""Local adaptation steps on synthetic data: adversarial training, AdaBN."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fedsense.adaptation.statistics import Stats
+from fedsense.adaptation.training import Adversarial, embedding_stats, renormalize, train_adversarial
+from fedsense.config import ModelConfig, SyntheticConfig, TrainConfig
+from fedsense.data.synthetic import make_synthetic
+from fedsense.models import DataSpec, build_model
+
+SPEC = DataSpec({"acc": (3, 64), "gyro": (3, 64)}, num_classes=4)
+SMALL = ModelConfig(channels=[8, 8], embed_dim=8, dropout=0.0)
+
+
+def data():
+    return make_synthetic(SyntheticConfig(subjects=2, windows_per_class=8), seed=0)
+
+
+def weights_of(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_unlabeled_target_trains_encoders_and_discriminators_but_not_the_classifier():
+    ds = data()
+    ds = type(ds)(x=ds.x, y=np.full_like(ds.y, -1), subject=ds.subject, domain=ds.domain, classes=ds.classes)
+    model = build_model(SPEC, SMALL, seed=1, adversarial="all")
+    before = weights_of(model)
+    out = train_adversarial(
+        model, ds, np.ones(len(ds), np.float32), TrainConfig(batch_size=16),
+        Adversarial(coeff=0.5, weights={"acc": 1.0, "gyro": 1.0, "fused": 1.0}), epochs=1, lr=0.01, seed=0,
+    )
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(k.startswith("encoders.acc.") for k in changed)
+    assert any(k.startswith("discriminators.gyro.") for k in changed)
+    assert not any(k.startswith("classifier.") for k in changed)  # no labels, no task gradient
+    assert out["num_examples"] == len(ds) and out["loss_task"] == 0.0
+    assert set(out["disc_acc"]) == {"acc", "gyro", "fused"}
+
+
+def test_zero_coefficient_leaves_encoders_to_the_task_alone():
+    """coeff 0: the discriminators learn, but send nothing back to the encoders."""
+    ds = data()
+    cfg = TrainConfig(batch_size=16)
+    plain = build_model(SPEC, SMALL, seed=1, adversarial="fused")
+    adv = build_model(SPEC, SMALL, seed=1, adversarial="fused")
+    domain = np.zeros(len(ds), np.float32)
+    train_adversarial(plain, ds, domain, cfg, Adversarial(0.0, {"fused": 0.0}), epochs=1, lr=0.01, seed=3)
+    train_adversarial(adv, ds, domain, cfg, Adversarial(0.0, {"fused": 1.0}), epochs=1, lr=0.01, seed=3)
+    for k, v in plain.state_dict().items():
+        if k.startswith("encoders."):
+            torch.testing.assert_close(v, adv.state_dict()[k])
+
+
+def test_statistics_reference_is_used_when_present():
+    ds = data()
+    model = build_model(SPEC, SMALL, seed=1, adversarial="all")
+    stats = embedding_stats(model, ds)
+    assert set(stats) == {"acc", "gyro", "fused"} and stats["fused"].count == len(ds)
+    ref = {b: Stats(s.count, s.mean + 3.0, s.cov) for b, s in stats.items()}
+    out = train_adversarial(
+        model, ds, np.zeros(len(ds), np.float32), TrainConfig(batch_size=16),
+        Adversarial(0.3, {"acc": 1, "gyro": 1, "fused": 1}, reference=ref), epochs=1, lr=0.01, seed=0,
+    )
+    assert set(out["loss_domain"]) == {"acc", "gyro", "fused"}
+    none_yet = train_adversarial(
+        model, ds, np.zeros(len(ds), np.float32), TrainConfig(batch_size=16),
+        Adversarial(0.3, {"acc": 1, "gyro": 1, "fused": 1}, reference={}), epochs=1, lr=0.01, seed=0,
+    )
+    assert none_yet["loss_domain"] == {}  # first round: nothing to align to yet
+
+
+def test_renormalize_recomputes_batchnorm_statistics_without_gradients():
+    ds = data()
+    shifted = type(ds)(x={m: a * 3.0 + 2.0 for m, a in ds.x.items()}, y=ds.y, subject=ds.subject,
+                       domain=ds.domain, classes=ds.classes)
+    model = build_model(SPEC, SMALL, seed=1)
+    before = weights_of(model)
+    assert renormalize(model, shifted) == len(ds)
+    after = model.state_dict()
+    stats_keys = [k for k in before if k.endswith("running_mean")]
+    assert all(not torch.equal(before[k], after[k]) for k in stats_keys)
+    params = [k for k in before if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert all(torch.equal(before[k], after[k]) for k in params)
+    bn = model.encoders["acc"].features[1]
+    assert bn.momentum == 0.1  # restored after the cumulative pass

@@ -1,0 +1,134 @@
+"""Every field of every reply is on docs/privacy.md's list, and no array
+grows with the number of a device's windows."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import MessageType
+
+from fedsense import protocol
+from fl_client.client_app import evaluate, query, train
+from tests.conftest import REPO
+from tests.fl_client.test_client_app import _context, _message
+
+METHODS = [
+    ("none", "federated", "fixed"),
+    ("dann", "federated", "fixed"),
+    ("m3bat", "federated", "shift"),
+    ("m3bat", "statistics", "fixed"),
+    ("fedbn", "federated", "fixed"),
+]
+
+
+def allowed_fields() -> dict[str, list[str]]:
+    text = (REPO / "docs" / "privacy.md").read_text()
+    block = re.search(r"```fields\n(.*?)```", text, re.S).group(1)
+    return {k.strip(): v.split() for k, v in (line.split(":", 1) for line in block.strip().splitlines())}
+
+
+def inventory(kind: str, reply) -> dict[str, object]:
+    """``record.field -> shape or 'number'/'list'`` of a reply's content."""
+    out: dict[str, object] = {}
+    for name, record in reply.content.array_records.items():
+        record_kind = "arrays" if name == protocol.ARRAYS else name
+        for key, arr in record.items():
+            out[f"{kind}.{record_kind}:{key}"] = tuple(arr.shape)
+    for name, record in reply.content.metric_records.items():
+        for key, value in record.items():
+            out[f"{kind}.{name}:{key}"] = ("list", len(value)) if isinstance(value, list) else "number"
+    return out
+
+
+def replies(tmp_path: Path, method: tuple[str, str, str], windows: int) -> dict[str, object]:
+    name, alignment, weights = method
+    overrides = (f"adapt.method={name}\nadapt.alignment={alignment}\nadapt.branch_weights={weights}\n"
+                 f"data.synthetic.windows_per_class={windows}\nadapt.stats_min_count=8")
+    from fedsense.config import ModelConfig
+    from fedsense.adaptation import METHODS as REG
+    from fedsense.models import DataSpec, build_model
+    from fedsense.params import shared_arrays, sharing_of
+
+    model = build_model(DataSpec({"acc": (3, 64), "gyro": (3, 64)}, 4),
+                        ModelConfig(channels=[16, 32], embed_dim=32), 0, REG[name].branches)
+    start = shared_arrays(model, sharing_of(REG[name], alignment))
+    found: dict[str, object] = {}
+    for pid in (0, 5):  # a source and the target
+        ctx = _context(pid, tmp_path, overrides)
+        found |= inventory("query", query(_message(protocol.QUERY_MESSAGE, None), ctx))
+        found |= inventory("train", train(_message(MessageType.TRAIN, start), ctx))
+        found |= inventory("evaluate", evaluate(_message(MessageType.EVALUATE, start), ctx))
+    return found
+
+
+@pytest.mark.parametrize("method", METHODS, ids=["-".join(m) for m in METHODS])
+def test_replies_carry_only_listed_fields_of_fixed_size(tmp_path, method):
+    allowed = allowed_fields()
+    small = replies(tmp_path / "a", method, windows=20)
+    large = replies(tmp_path / "b", method, windows=40)
+    assert small.keys() == large.keys()
+    for field, shape in small.items():
+        record, key = field.split(":", 1)
+        patterns = allowed.get(record)
+        assert patterns is not None, f"record '{record}' is not in docs/privacy.md"
+        assert any(fnmatch.fnmatch(key, p) for p in patterns), f"{field} is not in docs/privacy.md"
+        assert large[field] == shape, f"{field} changes size with the number of windows"
+    if method[0] in ("dann", "m3bat") and method[1:] != ("federated", "fixed"):
+        assert any(f.startswith("evaluate.stats:") for f in small)  # statistics did travel
+    else:
+        assert not any(f.startswith("evaluate.stats:") for f in small)
+
+
+@pytest.mark.parametrize("method", ["m3bat", "dann", "fedbn"])
+def test_scrambling_target_labels_changes_no_trained_weight(tmp_path, monkeypatch, method):
+    """A target device's labels never reach training: scrambled labels give
+    bit-identical replies (only evaluation, on held-out windows, reads them).
+
+    The evaluation protocol splits each device's windows class by class, so
+    the split itself is held fixed (computed from the true labels): what is
+    tested is that no training step reads a target label."""
+    from fedsense.data import partition
+    from dataclasses import replace
+
+    from fedsense import config as config_mod
+    from fedsense.data.loaders import build_dataset
+    from fedsense.data.npz import save_npz
+    from tests.conftest import SYNTHETIC
+
+    cfg = config_mod.load(SYNTHETIC, [f"data.cache_dir={tmp_path}"])
+    ds = build_dataset(cfg.data, cfg.seed)
+    target = ds.subset(ds.subject == 6)
+    scrambled = replace(target, y=np.random.default_rng(0).permutation(target.y))
+    assert not np.array_equal(scrambled.y, target.y)
+    save_npz(target, tmp_path / "true.npz")
+    save_npz(scrambled, tmp_path / "scrambled.npz")
+    true_split = partition.split_indices(target.y, cfg.data.test_fraction)
+    monkeypatch.setattr(partition, "split_indices", lambda y, f: true_split)
+
+    from fedsense.config import ModelConfig
+    from fedsense.adaptation import METHODS as REG
+    from fedsense.models import DataSpec, build_model
+    from fedsense.params import shared_arrays
+
+    model = build_model(DataSpec({"acc": (3, 64), "gyro": (3, 64)}, 4),
+                        ModelConfig(channels=[16, 32], embed_dim=32), 0, REG[method].branches)
+    start = shared_arrays(model, REG[method])
+    out = {}
+    for name in ("true", "scrambled"):
+        ctx = _context(0, tmp_path, f"adapt.method={method}")
+        ctx.node_config = {protocol.NODE_DATA_PATH: str(tmp_path / f"{name}.npz")}
+        reply = train(_message(MessageType.TRAIN, start, server_round=3), ctx)
+        assert reply.content[protocol.METRICS][protocol.IS_TARGET] == 1
+        out[name] = {k: v.numpy() for k, v in reply.content[protocol.ARRAYS].items()}
+        out[name + "-local"] = {k: v.numpy() for k, v in ctx.state["fedsense-local"].items()}
+    changed = [k for k in start if not np.array_equal(out["true"][k], start[k])]
+    if method != "fedbn":
+        assert changed, "the target must actually train"
+    for k in out["true"]:
+        assert np.array_equal(out["true"][k], out["scrambled"][k]), k
+    for k in out["true-local"]:
+        assert np.array_equal(out["true-local"][k], out["scrambled-local"][k]), k
