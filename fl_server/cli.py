@@ -21,6 +21,7 @@ from pathlib import Path
 from fedsense import config as config_mod
 from fedsense.config import Config, ConfigError
 from fedsense.data.base import DatasetError
+from fedsense.report import dotted
 
 log = logging.getLogger("fedsense")
 
@@ -146,7 +147,7 @@ def run_seeds(
         runs.append(json.loads((run_dir / "summary.json").read_text()))
     stats = {}
     for key in ("target.macro_f1", "target.accuracy", "source.macro_f1", "source.accuracy", "wall_seconds"):
-        values = [_dotted(r, key) for r in runs]
+        values = [dotted(r, key) for r in runs]
         if all(v is not None for v in values):
             stats[key] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "values": values}
     (root / "seeds.json").write_text(json.dumps({"seeds": seeds, "stats": stats}, indent=2) + "\n")
@@ -155,12 +156,6 @@ def run_seeds(
         print(f"  {key:18s} {st['mean']:.4f} ± {st['std']:.4f}")
     print(f"  written to {root / 'seeds.json'}")
     return root
-
-
-def _dotted(tree: dict, key: str):
-    for part in key.split("."):
-        tree = tree.get(part) if isinstance(tree, dict) else None
-    return tree
 
 
 def convert(config_file: str | Path, overrides: list[str], out: str, per_subject: bool) -> list[Path]:
@@ -175,6 +170,13 @@ def convert(config_file: str | Path, overrides: list[str], out: str, per_subject
     if not per_subject:
         return [save_npz(ds, target)]
     return [save_npz(ds.subset(ds.subject == s), target / f"subject-{s}.npz") for s in ds.subjects()]
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r}: expected integers like 0,1,2") from None
 
 
 def _report(run_dir: Path) -> None:
@@ -207,6 +209,13 @@ def main(argv: list[str] | None = None) -> int:
     conv_p.add_argument("--out", required=True, help="output .npz file (or folder with --per-subject)")
     conv_p.add_argument("--per-subject", action="store_true",
                         help="one file per subject (a device's data for a real SuperNode)")
+    res_p = sub.add_parser("results", help="run every experiment arm over seeds; write docs/results.md")
+    res_p.add_argument("--scenarios", default="cross_user,cross_device")
+    res_p.add_argument("--arms", help="comma-separated arm names (default: all)")
+    res_p.add_argument("--seeds", default="0,1,2")
+    res_p.add_argument("--out", default="runs/results", help="where the runs go")
+    res_p.add_argument("--doc", default="docs/results.md", help="the Markdown file written")
+    res_p.add_argument("--reuse", action="store_true", help="keep runs already completed under --out")
     args = parser.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so `finally` blocks stop the SuperLink we started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -222,15 +231,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {len(paths)} file(s): {paths[0]}{' ...' if len(paths) > 1 else ''}")
         return 0
 
+    if args.command == "results":
+        from fl_server.results import regenerate
+
+        try:
+            seeds = _int_list(args.seeds, "--seeds")
+            doc = regenerate(
+                [x for x in args.scenarios.split(",") if x], args.arms.split(",") if args.arms else None,
+                seeds, Path(args.out).resolve(), Path(args.doc), args.reuse,
+            )
+        except (ConfigError, DatasetError, FileNotFoundError) as err:
+            print(f"fedsense: error: {err}", file=sys.stderr)
+            return 2
+        print(f"wrote {doc}")
+        return 0
+
     if args.command == "run":
         from fl_server.launcher import RunFailed
 
         try:
             if args.seeds:
-                try:
-                    seeds = [int(v) for v in args.seeds.split(",") if v.strip()]
-                except ValueError:
-                    raise ConfigError(f"--seeds {args.seeds!r}: expected integers like 0,1,2") from None
+                seeds = _int_list(args.seeds, "--seeds")
                 run_seeds(args.config, args.overrides, seeds, args.out, args.verbose)
                 return 0
             run_dir = run_experiment(args.config, args.overrides, args.out, args.verbose)
