@@ -123,6 +123,7 @@ class AdaptConfig:
 class OutputConfig:
     dir: str = ""  # empty: runs/<name>-<timestamp> under the working directory
     name: str = ""
+    message_log: bool = False  # write messages.jsonl: the fields (not values) of every reply
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ the summary written, even when the federation fails.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -52,8 +53,13 @@ def main(grid: Grid, context: Context) -> None:
     strategy: FedSenseStrategy | None = None
     extra: dict = {}
     try:
+        def on_reply(kind: str, fields: dict) -> None:
+            with (run.path / "messages.jsonl").open("a") as f:
+                f.write(json.dumps({"type": kind, "fields": fields}) + "\n")
+
+        log_replies = on_reply if cfg.output.message_log else None
         nodes = wait_for_nodes(grid, minimum=cfg.fed.min_clients)
-        spec, roles = query_clients(grid, nodes, timeout=cfg.fed.timeout)
+        spec, roles = query_clients(grid, nodes, timeout=cfg.fed.timeout, on_reply=log_replies)
         method = METHODS[cfg.adapt.method]
         model = build_run_model(spec, cfg)
         extra = {"clients": {"total": len(nodes), **roles}, "parameters": count_parameters(model)}
@@ -77,6 +83,7 @@ def main(grid: Grid, context: Context) -> None:
         )
         strategy = FedSenseStrategy(
             num_classes=spec.num_classes,
+            on_reply=log_replies,
             adaptation=adaptation,
             min_replies=cfg.fed.min_clients,
             on_round_end=on_round_end,

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from fedsense import protocol
 from fedsense.models import DataSpec
+from strategies.fedsense_strategy import reply_inventory
 
 log = logging.getLogger("fedsense.server")
 
@@ -30,7 +32,12 @@ def wait_for_nodes(grid: Grid, minimum: int, settle: float = 2.0, timeout: float
         time.sleep(0.2)
 
 
-def query_clients(grid: Grid, nodes: list[int], timeout: float) -> tuple[DataSpec, dict[str, int]]:
+def query_clients(
+    grid: Grid,
+    nodes: list[int],
+    timeout: float,
+    on_reply: Callable[[str, dict], None] | None = None,
+) -> tuple[DataSpec, dict[str, int]]:
     """One query round: every node's data specification, checked for agreement.
 
     Returns the common spec (the largest class count any node knows) and the
@@ -43,6 +50,9 @@ def query_clients(grid: Grid, nodes: list[int], timeout: float) -> tuple[DataSpe
     replies = list(grid.send_and_receive(messages, timeout=timeout))
     errors = [f"node {r.metadata.src_node_id}: {r.error.reason}" for r in replies if r.has_error()]
     good = [r for r in replies if not r.has_error()]
+    if on_reply is not None:
+        for r in good:
+            on_reply(protocol.QUERY_MESSAGE, reply_inventory(r.content))
     for e in errors:
         log.error("query failed on %s", e)
     if not good:

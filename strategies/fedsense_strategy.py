@@ -43,6 +43,19 @@ def record_nbytes(content: RecordDict) -> int:
     return total
 
 
+def reply_inventory(content: RecordDict) -> dict[str, Any]:
+    """Every field of a reply: ``"record:key"`` -> array shape, ``"number"`` or
+    ``["list", length]`` (the values themselves are not kept)."""
+    out: dict[str, Any] = {}
+    for name, record in content.array_records.items():
+        for key, arr in record.items():
+            out[f"{name}:{key}"] = list(arr.shape)
+    for name, record in list(content.metric_records.items()) + list(content.config_records.items()):
+        for key, value in record.items():
+            out[f"{name}:{key}"] = ["list", len(value)] if isinstance(value, list) else "number"
+    return out
+
+
 def _last_line(reason: str, limit: int = 300) -> str:
     """The message of a client's error, not its whole remote traceback."""
     lines = [ln.strip() for ln in reason.replace("\\n", "\n").splitlines() if ln.strip()]
@@ -82,6 +95,8 @@ class FedSenseStrategy(FedAvg):
             reference, branch weights); ``None`` for plain FedAvg.
         on_round_end: called after each round's evaluation with
             ``(server_round, record, arrays)``; the ServerApp logs and checkpoints there.
+        on_reply: called with ``(message type, inventory)`` for every reply with
+            content: what left a device, for ``output.message_log``.
         min_replies: fewer successful train replies than this fail the run.
     """
 
@@ -92,6 +107,7 @@ class FedSenseStrategy(FedAvg):
         min_replies: int = 1,
         adaptation: AdaptationState | None = None,
         on_round_end: Callable[[int, dict[str, Any], ArrayRecord], None] | None = None,
+        on_reply: Callable[[str, dict[str, Any]], None] | None = None,
         **fedavg: Any,
     ) -> None:
         super().__init__(**fedavg)
@@ -99,6 +115,7 @@ class FedSenseStrategy(FedAvg):
         self.min_replies = min_replies
         self.adaptation = adaptation
         self.on_round_end = on_round_end
+        self.on_reply = on_reply
         self.stats = RoundStats()
         self.totals = {"bytes_up": 0, "bytes_down": 0}
         self.current_arrays: ArrayRecord | None = None
@@ -127,6 +144,8 @@ class FedSenseStrategy(FedAvg):
         valid = []
         for msg in replies:
             self.stats.bytes_up += record_nbytes(msg.content) if msg.has_content() else 0
+            if self.on_reply is not None and msg.has_content():
+                self.on_reply(msg.metadata.message_type, reply_inventory(msg.content))
             if msg.has_error():
                 reason = f"node {msg.metadata.src_node_id}: {_last_line(msg.error.reason)}"
                 self.stats.errors.append(reason)
