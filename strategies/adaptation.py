@@ -51,6 +51,14 @@ class AdaptationState:
         follow = shift_weights({b: shifts[b] for b in modal})
         return {b: fixed[b] * follow.get(b, 1.0) for b in self.branches}
 
+    def discriminator_weights(self, weights: list[float], is_target: list[bool]) -> list[float]:
+        """Reply weights for discriminator numbers (and federated discriminators):
+        domains balanced; under a statistics reference only targets take
+        adversarial steps, so only they count."""
+        if self.adapt.alignment == "statistics":
+            return [w if t else 0.0 for w, t in zip(weights, is_target)]
+        return domain_balanced(weights, is_target)
+
     def round_config(self, server_round: int) -> dict[str, float | int]:
         """ConfigRecord entries of a training round (empty for non-adversarial methods)."""
         if not self.branches:
@@ -78,3 +86,17 @@ class AdaptationState:
                 pooled = pool([p[b] for p in parts if b in p])
                 if pooled is not None:
                     store[b] = pooled
+
+
+def domain_balanced(weights: list[float], is_target: list[bool]) -> list[float]:
+    """Per-reply weights that give sources and targets half the total each.
+
+    A federated discriminator sees one domain per client; averaging it by
+    window counts would tilt it toward the larger domain (its bias learns the
+    base rate). Balanced, the average recovers DANN's balanced pooled
+    objective. With one domain only, the plain weights are returned.
+    """
+    totals = {d: sum(w for w, t in zip(weights, is_target) if t == d) for d in (False, True)}
+    if not (totals[False] > 0 and totals[True] > 0):
+        return list(weights)
+    return [0.5 * w / totals[t] for w, t in zip(weights, is_target)]

@@ -182,8 +182,19 @@ class FedSenseStrategy(FedAvg):
         self.stats.train = {"loss_task": mean(protocol.LOSS_TASK), "clients_trained": len(weighted)}
         branches = self.adaptation.branches if self.adaptation else []
         if branches and protocol.loss_domain_key(branches[0]) in contents[0][protocol.METRICS]:
-            self.stats.train["loss_domain"] = {b: mean(protocol.loss_domain_key(b)) for b in branches}
-            self.stats.adapt_acc = {b: mean(protocol.disc_acc_key(b)) for b in branches}
+            is_target = [bool(int(c[protocol.METRICS][protocol.IS_TARGET])) for c in contents]
+            balanced = self.adaptation.discriminator_weights(weights, is_target)
+            norm = sum(balanced) or 1.0
+            bmean = lambda key: sum(float(c[protocol.METRICS][key]) * w for c, w in zip(contents, balanced)) / norm  # noqa: E731
+            # Discriminator numbers and (federated) discriminator weights:
+            # see AdaptationState.discriminator_weights.
+            self.stats.train["loss_domain"] = {b: bmean(protocol.loss_domain_key(b)) for b in branches}
+            self.stats.adapt_acc = {b: bmean(protocol.disc_acc_key(b)) for b in branches}
+            keys = [k for k in arrays if k.startswith("discriminators.")]
+            for key in keys:
+                arrays[key] = Array(
+                    sum(c[protocol.ARRAYS][key].numpy() * (w / norm) for c, w in zip(contents, balanced) if w > 0)
+                )
         self.current_arrays = arrays
         return arrays, MetricRecord(
             {"loss-task": self.stats.train["loss_task"], "clients-trained": len(weighted)}

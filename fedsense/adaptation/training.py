@@ -25,7 +25,9 @@ class Adversarial:
 
     Attributes:
         coeff: gradient reversal coefficient (the schedule's value this round).
-        weights: branch -> weight of its discriminator loss.
+        weights: branch -> relative weight of its discriminator loss; they are
+            normalised to sum to 1, so ``domain_weight`` is the whole
+            adversarial budget whatever the number of branches.
         domain_weight: weight of the adversarial loss against the task loss.
         reference: statistics alignment: branch -> pooled source statistics;
             ``None`` for federated discriminators (domain labels are roles).
@@ -66,7 +68,8 @@ def train_adversarial(
     Args:
         domain: ``(N,)`` domain label of each window (0 source, 1 target),
             used by federated discriminators. With a statistics reference,
-            own windows are labelled 1 and reference samples 0 instead.
+            target windows (labelled 1) are set against reference samples
+            (labelled 0); source windows take no adversarial step.
 
     Returns ``loss_task``, ``steps``, ``num_examples`` (windows used) and, per
     branch, ``loss_domain`` and ``disc_acc`` (0.5 = domains indistinguishable).
@@ -81,6 +84,10 @@ def train_adversarial(
     d_all = torch.from_numpy(np.asarray(domain, dtype=np.float32))
     run = _Running()
     steps = 0
+    # Branch weights are shares of one adversarial budget (``domain_weight``):
+    # M3BAT's branches together weigh what DANN's single branch does.
+    total_weight = sum(adv.weights.get(b, 0.0) for b in model.discriminators)
+    weights = {b: adv.weights.get(b, 0.0) / total_weight for b in model.discriminators} if total_weight else {}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # dropout, reference samples
         for _ in range(epochs):
@@ -98,9 +105,9 @@ def train_adversarial(
                     loss = loss + task
                     run.task.append(float(task.detach()))
                 feats, labels = _adversarial_inputs(model, out, d_all[batch], adv, generator)
-                if feats:
+                if feats and total_weight > 0:
                     adv_loss, losses, accs = multi_branch_adversarial_loss(
-                        feats, labels, model.discriminators, adv.weights, adv.coeff
+                        feats, labels, model.discriminators, weights, adv.coeff
                     )
                     loss = loss + adv.domain_weight * adv_loss
                     run.add(losses, accs)
@@ -125,8 +132,15 @@ def _adversarial_inputs(
     feats = model.features(out)
     if adv.reference is None:  # federated discriminators: the label is the role
         return feats, {b: domain for b in feats}
+    # Statistics reference: the sources *are* the reference, so only target
+    # windows are pulled toward it (pushing sources toward a Gaussian summary
+    # of themselves would only blur their classes).
+    rows = domain > 0.5
+    if not rows.any():
+        return {}, {}
     inputs, labels = {}, {}
     for b, f in feats.items():
+        f = f[rows]
         ref = adv.reference.get(b)
         if ref is None or ref.count == 0:
             continue  # no reference yet (first round) for this branch

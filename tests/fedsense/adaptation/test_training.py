@@ -61,13 +61,19 @@ def test_statistics_reference_is_used_when_present():
     stats = embedding_stats(model, ds)
     assert set(stats) == {"acc", "gyro", "fused"} and stats["fused"].count == len(ds)
     ref = {b: Stats(s.count, s.mean + 3.0, s.cov) for b, s in stats.items()}
-    out = train_adversarial(
-        model, ds, np.zeros(len(ds), np.float32), TrainConfig(batch_size=16),
-        Adversarial(0.3, {"acc": 1, "gyro": 1, "fused": 1}, reference=ref), epochs=1, lr=0.01, seed=0,
+    weights = {"acc": 1, "gyro": 1, "fused": 1}
+    target = train_adversarial(
+        model, ds, np.ones(len(ds), np.float32), TrainConfig(batch_size=16),
+        Adversarial(0.3, weights, reference=ref), epochs=1, lr=0.01, seed=0,
     )
-    assert set(out["loss_domain"]) == {"acc", "gyro", "fused"}
-    none_yet = train_adversarial(
+    assert set(target["loss_domain"]) == {"acc", "gyro", "fused"}
+    source = train_adversarial(  # the sources are the reference: no adversarial step
         model, ds, np.zeros(len(ds), np.float32), TrainConfig(batch_size=16),
+        Adversarial(0.3, weights, reference=ref), epochs=1, lr=0.01, seed=0,
+    )
+    assert source["loss_domain"] == {}
+    none_yet = train_adversarial(
+        model, ds, np.ones(len(ds), np.float32), TrainConfig(batch_size=16),
         Adversarial(0.3, {"acc": 1, "gyro": 1, "fused": 1}, reference={}), epochs=1, lr=0.01, seed=0,
     )
     assert none_yet["loss_domain"] == {}  # first round: nothing to align to yet
