@@ -20,6 +20,18 @@ import numpy as np
 from fedsense.config import Config, dump
 
 
+def resolve_run_dir(cfg: Config, out: str | Path | None = None) -> Path:
+    """Absolute run directory: ``out``, else ``output.dir``, else
+    ``runs/<name>-<time>`` under the working directory (name defaults to
+    ``<kind>-<method>-<mode>``)."""
+    if out:
+        return Path(out).expanduser().resolve()
+    if cfg.output.dir:
+        return Path(cfg.output.dir).expanduser().resolve()
+    name = cfg.output.name or f"{cfg.data.kind}-{cfg.adapt.method}-{cfg.fed.mode}"
+    return Path("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")

@@ -22,6 +22,7 @@ from fedsense import config as config_mod
 from fedsense.config import Config, ConfigError
 from fedsense.data.base import DatasetError
 from fedsense.report import dotted
+from fedsense.rundir import resolve_run_dir
 
 log = logging.getLogger("fedsense")
 
@@ -35,15 +36,6 @@ def _absolute_overrides(cfg: Config, out: Path) -> list[str]:
     if cfg.data.cache_dir:
         pins.append(f"data.cache_dir={Path(cfg.data.cache_dir).expanduser().resolve()}")
     return pins
-
-
-def _out_dir(cfg: Config, out: str | None) -> Path:
-    if out:
-        return Path(out).expanduser().resolve()
-    if cfg.output.dir:
-        return Path(cfg.output.dir).expanduser().resolve()
-    name = cfg.output.name or f"{cfg.data.kind}-{cfg.adapt.method}-{cfg.fed.mode}"
-    return Path("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
 
 
 class _Progress:
@@ -91,7 +83,7 @@ def run_experiment(
 
     config_file = Path(config_file).expanduser().resolve()
     cfg = config_mod.load(config_file, overrides)
-    run_dir = _out_dir(cfg, out)
+    run_dir = resolve_run_dir(cfg, out)
     pinned = [*overrides, *_absolute_overrides(cfg, run_dir)]
     cfg = config_mod.load(config_file, pinned)
 
@@ -139,7 +131,7 @@ def run_seeds(
     import numpy as np
 
     cfg = config_mod.load(Path(config_file).expanduser(), overrides)
-    root = _out_dir(cfg, out)
+    root = resolve_run_dir(cfg, out)
     runs = []
     for seed in seeds:
         print(f"\n== seed {seed} ==", flush=True)

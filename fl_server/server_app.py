@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from pathlib import Path
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
@@ -20,7 +18,7 @@ from fedsense.adaptation import METHODS
 from fedsense.config import Config
 from fedsense.models import build_run_model, count_parameters
 from fedsense.params import shared_arrays, sharing_of
-from fedsense.rundir import RunDir, build_summary
+from fedsense.rundir import RunDir, build_summary, resolve_run_dir
 from fedsense.runconfig import config_from_run
 from fl_server.spec import query_clients, wait_for_nodes
 from strategies import AdaptationState, FedSenseStrategy
@@ -36,18 +34,10 @@ if not log.handlers:  # the ServerApp runs in Flower's process: give our lines a
 app = ServerApp()
 
 
-def default_run_dir(cfg: Config) -> Path:
-    """``output.dir`` if set, else ``runs/<name>-<time>`` under the working directory."""
-    if cfg.output.dir:
-        return Path(cfg.output.dir).expanduser().resolve()
-    name = cfg.output.name or f"{cfg.data.kind}-{cfg.adapt.method}"
-    return Path("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
-
-
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     cfg = config_from_run(context.run_config)
-    run = RunDir(default_run_dir(cfg), cfg)
+    run = RunDir(resolve_run_dir(cfg), cfg)
     log.info("fedsense run directory: %s", run.path)
     status = {"status": "failed", "error": None}
     strategy: FedSenseStrategy | None = None
