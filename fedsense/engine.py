@@ -46,7 +46,7 @@ def train_supervised(
     """
     labelled = np.flatnonzero(data.y >= 0)
     if labelled.size == 0:
-        return {"loss_task": 0.0, "steps": 0, "num_examples": 0}
+        return {"loss_task": 0.0, "steps": 0, "num_examples": 0, "task_windows": 0}
     model.train()
     optimizer = make_optimizer(model, cfg, lr)
     generator = torch.Generator().manual_seed(seed)
@@ -60,6 +60,7 @@ def train_supervised(
         "loss_task": float(np.mean(losses)) if losses else 0.0,
         "steps": len(losses),
         "num_examples": int(labelled.size),
+        "task_windows": int(labelled.size),
     }
 
 

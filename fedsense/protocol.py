@@ -32,6 +32,7 @@ NUM_EXAMPLES = "num-examples"  # weight of the reply (training windows used)
 IS_TARGET = "is-target"  # 1 for a target client, 0 for a source client
 PARTITION = "partition-id"  # which simulated client (or -1 on a real device)
 LOSS_TASK = "loss-task"  # mean cross-entropy of the local training steps
+TASK_WINDOWS = "task-windows"  # labelled windows behind loss-task (its weight)
 TRAIN_STEPS = "train-steps"
 EVAL_LOSS = "eval-loss"  # mean cross-entropy on the held-out windows
 EVAL_WINDOWS = "eval-windows"

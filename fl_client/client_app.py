@@ -50,6 +50,10 @@ def _setup(msg: Message, context: Context) -> tuple[Config, ClientData, Sharing,
     return cfg, data, sharing, model
 
 
+def _labels_usable(cfg: Config, data: ClientData) -> bool:
+    return data.role == "source" or cfg.data.target_labels == "visible"
+
+
 def _identity(data: ClientData) -> dict[str, int]:
     return {protocol.IS_TARGET: int(data.role == "target"), protocol.PARTITION: data.partition_id}
 
@@ -82,7 +86,7 @@ def train(msg: Message, context: Context) -> Message:
         # distinct, reproducible randomness per seed, round and client
         seed=cfg.seed * 1_000_003 + server_round * 1_009 + max(data.partition_id, 0),
     )
-    labels_usable = data.role == "source" or cfg.data.target_labels == "visible"
+    labels_usable = _labels_usable(cfg, data)
     adversarial_metrics: dict[str, float] = {}
     if method.adversarial:
         domain = np.full(len(data.train), float(data.role == "target"), dtype=np.float32)
@@ -100,11 +104,12 @@ def train(msg: Message, context: Context) -> Message:
         # are unchanged, so the reply carries no weight in the average.
         if method.local_norm:
             renormalize(model, data.train)
-        result = {"loss_task": 0.0, "steps": 0, "num_examples": 0}
+        result = {"loss_task": 0.0, "steps": 0, "num_examples": 0, "task_windows": 0}
     context.state[LOCAL_STATE] = _record(local_arrays(model, sharing))
     metrics = MetricRecord(
         {
             protocol.NUM_EXAMPLES: int(result["num_examples"]),
+            protocol.TASK_WINDOWS: int(result.get("task_windows", result["num_examples"])),
             protocol.LOSS_TASK: float(result["loss_task"]),
             protocol.TRAIN_STEPS: int(result["steps"]),
             **adversarial_metrics,
@@ -119,6 +124,11 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate(msg: Message, context: Context) -> Message:
     cfg, data, sharing, model = _setup(msg, context)
     num_classes = int(msg.content[protocol.CONFIG][protocol.CFG_NUM_CLASSES])
+    if sharing.method.local_norm and not _labels_usable(cfg, data):
+        # AdaBN: statistics of this device's own windows under *these* weights
+        # (the ones from training were computed under last round's).
+        renormalize(model, data.train)
+        context.state[LOCAL_STATE] = _record(local_arrays(model, sharing))
     result = evaluate_model(model, data.test, num_classes)
     cm = np.asarray(result["confusion"], dtype=np.int64)
     content = RecordDict()
@@ -126,8 +136,8 @@ def evaluate(msg: Message, context: Context) -> Message:
     if needs_statistics(sharing.method, cfg.adapt.alignment, cfg.adapt.branch_weights):
         # Statistics of the training windows under the new global model: the
         # next round's reference is computed with the model it starts from.
-        rng = np.random.default_rng([cfg.seed, int(msg.content[protocol.CONFIG][protocol.CFG_ROUND]),
-                                     max(data.partition_id, 0)])
+        # OS entropy: noise the server could regenerate from known seeds protects nothing.
+        rng = np.random.default_rng()
         stats = {
             b: privatize(s, cfg.adapt.stats_min_count, cfg.adapt.stats_noise, rng)
             for b, s in embedding_stats(model, data.train).items()
@@ -152,8 +162,7 @@ def query(msg: Message, context: Context) -> Message:
     """The data specification of this client: shapes and counts, no samples."""
     cfg = config_from_run(context.run_config)
     data = load_client_data(cfg, context.node_config)
-    classes = len(data.test.classes) or int(max(data.test.y.max(), data.train.y.max())) + 1
-    spec = DataSpec(shapes=data.train.shapes(), num_classes=classes)
+    spec = DataSpec(shapes=data.train.shapes(), num_classes=max(data.test.num_classes, data.train.num_classes))
     metrics = MetricRecord(
         {
             **spec.to_metrics(),

@@ -21,7 +21,7 @@ from pathlib import Path
 from fedsense import config as config_mod
 from fedsense.config import Config, ConfigError
 from fedsense.data.base import DatasetError
-from fedsense.report import dotted
+from fedsense.report import dotted, mean_std
 from fedsense.rundir import resolve_run_dir
 
 log = logging.getLogger("fedsense")
@@ -84,6 +84,8 @@ def run_experiment(
     config_file = Path(config_file).expanduser().resolve()
     cfg = config_mod.load(config_file, overrides)
     run_dir = resolve_run_dir(cfg, out)
+    if (run_dir / "summary.json").exists() or (run_dir / "metrics.jsonl").exists():
+        raise ConfigError(f"{run_dir} already holds a run; choose another --out (or remove it)")
     pinned = [*overrides, *_absolute_overrides(cfg, run_dir)]
     cfg = config_mod.load(config_file, pinned)
 
@@ -128,8 +130,6 @@ def run_seeds(
 ) -> Path:
     """One run per seed under ``OUT/seed-<s>``, then ``OUT/seeds.json`` with
     mean and standard deviation of the headline numbers."""
-    import numpy as np
-
     cfg = config_mod.load(Path(config_file).expanduser(), overrides)
     root = resolve_run_dir(cfg, out)
     runs = []
@@ -139,9 +139,8 @@ def run_seeds(
         runs.append(json.loads((run_dir / "summary.json").read_text()))
     stats = {}
     for key in ("target.macro_f1", "target.accuracy", "source.macro_f1", "source.accuracy", "wall_seconds"):
-        values = [dotted(r, key) for r in runs]
-        if all(v is not None for v in values):
-            stats[key] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "values": values}
+        if (st := mean_std(runs, key)) is not None:
+            stats[key] = {"mean": st[0], "std": st[1], "values": [dotted(r, key) for r in runs]}
     (root / "seeds.json").write_text(json.dumps({"seeds": seeds, "stats": stats}, indent=2) + "\n")
     print(f"\nover seeds {seeds}:")
     for key, st in stats.items():

@@ -106,19 +106,27 @@ class SuperLink:
             f'[superlink]\ndefault = "{FEDERATION}"\n\n'
             f'[superlink.{FEDERATION}]\naddress = "{link.address}"\ninsecure = true\n'
         )
+        try:
+            link._wait_healthy(timeout)
+        except BaseException:  # incl. Ctrl-C/SIGTERM while waiting: never leak it
+            link.stop()
+            raise
+        return link
+
+    def _wait_healthy(self, timeout: float) -> None:
         deadline = time.time() + timeout
         while time.time() < deadline:
-            if process.poll() is not None:
+            if self.process.poll() is not None:
                 raise RunFailed(
-                    f"flower-superlink exited with code {process.returncode}; see {home / 'superlink.out'}"
+                    f"flower-superlink exited with code {self.process.returncode}; "
+                    f"see {self.home / 'superlink.out'}"
                 )
             try:
-                with urllib.request.urlopen(f"http://{link.address}/health", timeout=1) as r:
+                with urllib.request.urlopen(f"http://{self.address}/health", timeout=1) as r:
                     if r.status == 200:
-                        return link
+                        return
             except OSError:
                 time.sleep(0.2)
-        link.stop()
         raise RunFailed(f"flower-superlink did not become healthy within {timeout:.0f}s")
 
     def stop(self, grace: float = 10.0) -> list[int]:
@@ -132,10 +140,13 @@ class SuperLink:
 
 
 def _flwr(args: list[str], home: Path, timeout: float = 120.0) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [_bin("flwr"), *args], env=quiet_env(home), capture_output=True, text=True,
-        timeout=timeout, cwd=str(APP_DIR),
-    )
+    try:
+        return subprocess.run(
+            [_bin("flwr"), *args], env=quiet_env(home), capture_output=True, text=True,
+            timeout=timeout, cwd=str(APP_DIR),
+        )
+    except subprocess.TimeoutExpired:
+        raise RunFailed(f"`flwr {args[0]}` did not answer within {timeout:.0f}s") from None
 
 
 def _json_tail(text: str) -> dict:
@@ -149,7 +160,10 @@ def _json_tail(text: str) -> dict:
 def run_status(home: Path, run_id: int) -> str:
     """The run's status string, e.g. ``running`` or ``finished:completed``."""
     proc = _flwr(["ls", FEDERATION, "--run-id", str(run_id), "--format", "json"], home)
-    data = _json_tail(proc.stdout)
+    try:
+        data = _json_tail(proc.stdout)
+    except ValueError:
+        raise RunFailed(f"flwr ls gave no status: {proc.stdout[-500:]} {proc.stderr[-500:]}") from None
     runs = data.get("runs") or []
     if not runs:
         raise RunFailed(f"flwr ls knows no run {run_id}: {proc.stdout[-500:]} {proc.stderr[-500:]}")
@@ -166,6 +180,7 @@ def submit_and_wait(
     verbose: bool = False,
     poll: float = 2.0,
     on_poll: Callable[[], None] | None = None,
+    deadline: float = 24 * 3600.0,
 ) -> int:
     """``flwr run`` the app on the SuperLink configured in ``home``; wait for the
     final status; raise :class:`RunFailed` unless it completed. Returns the run id."""
@@ -205,6 +220,7 @@ def submit_and_wait(
             [_bin("flwr"), "log", str(run_id), FEDERATION, "--stream"],
             env=quiet_env(home), cwd=str(APP_DIR),
         )
+    give_up = time.time() + deadline
     try:
         while True:
             status = run_status(home, run_id)
@@ -212,11 +228,16 @@ def submit_and_wait(
                 on_poll()
             if status.startswith("finished"):
                 break
+            if time.time() > give_up:
+                raise RunFailed(f"Flower run {run_id} still '{status}' after {deadline:.0f}s")
             time.sleep(poll)
     finally:
         if follower is not None:
             follower.terminate()
-            follower.wait(timeout=10)
+            try:
+                follower.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                follower.kill()
     if status != "finished:completed":
         raise RunFailed(f"Flower run {run_id} ended as '{status}'; see {home / 'superlink.log'}")
     return run_id

@@ -14,18 +14,20 @@ import time
 from pathlib import Path
 
 
+def _stat(pid: int | str) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (which may hold
+    spaces): [state, ppid, ..., starttime at index 19, ...]; None if gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def _children_map() -> dict[int, list[int]]:
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # the command name may contain spaces: ppid follows the last ')'
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
+        if entry.name.isdigit() and (fields := _stat(entry.name)) is not None:
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
     return children
 
 
@@ -41,42 +43,45 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # pragma: no cover - exists, not ours
-        return True
-    try:  # a zombie is dead for our purposes
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+def _identity(pid: int) -> tuple[int, str] | None:
+    """(pid, start time): a pid is reused, the pair is not."""
+    fields = _stat(pid)
+    return None if fields is None else (pid, fields[19])
+
+
+def alive(process: tuple[int, str]) -> bool:
+    """The very process ``process`` names still runs (a zombie counts as dead)."""
+    fields = _stat(process[0])
+    return fields is not None and fields[19] == process[1] and fields[0] != "Z"
 
 
 def stop_tree(pid: int, grace: float = 10.0) -> list[int]:
     """SIGTERM ``pid`` and all its descendants, SIGKILL survivors after ``grace``.
 
-    Returns the pids that were signalled.
+    Processes are tracked by (pid, start time), so a pid freed and reused
+    meanwhile by an unrelated process is never signalled. Returns the pids
+    that were signalled.
     """
-    tree = [pid, *descendants(pid)]
-    for p in tree:
-        _signal(p, signal.SIGTERM)
+    tree = [i for p in [pid, *descendants(pid)] if (i := _identity(p)) is not None]
+    for proc in tree:
+        _signal(proc, signal.SIGTERM)
     deadline = time.time() + grace
     while time.time() < deadline:
         # processes started meanwhile by a dying parent are caught too
-        tree += [d for d in descendants(pid) if d not in tree]
+        known = {p for p, _ in tree}
+        tree += [i for d in descendants(pid) if d not in known and (i := _identity(d)) is not None]
         if not any(alive(p) for p in tree):
             break
         time.sleep(0.2)
-    for p in tree:
-        if alive(p):
-            _signal(p, signal.SIGKILL)
-    return tree
+    for proc in tree:
+        _signal(proc, signal.SIGKILL)
+    return [p for p, _ in tree]
 
 
-def _signal(pid: int, sig: int) -> None:
+def _signal(process: tuple[int, str], sig: int) -> None:
+    if not alive(process):
+        return
     try:
-        os.kill(pid, sig)
+        os.kill(process[0], sig)
     except (ProcessLookupError, PermissionError):
         pass

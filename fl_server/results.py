@@ -13,6 +13,7 @@ hidden, and the others go on.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -47,9 +48,11 @@ def run_arm(scenario: str, arm: str, seed: int, out: Path, reuse: bool) -> dict[
         if summary.get("status") == "completed":
             return summary
     print(f"\n== {scenario} / {arm} / seed {seed} ==", flush=True)
+    if run_dir.exists():  # a fresh run: nothing of an earlier one may be reported as it
+        shutil.rmtree(run_dir)
     try:
         run_experiment(EXPERIMENTS / scenario / f"{arm}.yaml", [f"seed={seed}"], str(run_dir))
-    except RunFailed as err:
+    except (RunFailed, OSError) as err:
         print(f"run failed: {err}", file=sys.stderr)
     if summary_path.exists():
         return json.loads(summary_path.read_text())

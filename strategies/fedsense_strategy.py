@@ -65,6 +65,14 @@ def _last_line(reason: str, limit: int = 300) -> str:
     return (lines[-1] if lines else reason)[:limit]
 
 
+def _weighted_mean(contents: list[RecordDict], key: str, weights: list[float]) -> float:
+    """Mean of a metric over replies; 0.0 when every weight is zero."""
+    total = sum(weights)
+    if total <= 0:
+        return 0.0
+    return sum(float(c[protocol.METRICS][key]) * w for c, w in zip(contents, weights)) / total
+
+
 def _reply_order(msg: Message) -> tuple[int, int]:
     metrics = msg.content[protocol.METRICS]
     return int(metrics.get(protocol.PARTITION, -1)), int(msg.metadata.src_node_id)
@@ -177,19 +185,24 @@ class FedSenseStrategy(FedAvg):
             return None, MetricRecord({"clients-trained": 0})
         weighted = [c for c, w in zip(contents, weights) if w > 0]
         arrays = aggregate_arrayrecords(weighted, protocol.NUM_EXAMPLES)
-        total = sum(weights)
-        mean = lambda key: sum(float(c[protocol.METRICS][key]) * w for c, w in zip(contents, weights)) / total  # noqa: E731
-        self.stats.train = {"loss_task": mean(protocol.LOSS_TASK), "clients_trained": len(weighted)}
+        task = [float(c[protocol.METRICS][protocol.TASK_WINDOWS]) for c in contents]
+        self.stats.train = {
+            "loss_task": _weighted_mean(contents, protocol.LOSS_TASK, task),
+            "clients_trained": len(weighted),
+        }
         branches = self.adaptation.branches if self.adaptation else []
         if branches and protocol.loss_domain_key(branches[0]) in contents[0][protocol.METRICS]:
             is_target = [bool(int(c[protocol.METRICS][protocol.IS_TARGET])) for c in contents]
             balanced = self.adaptation.discriminator_weights(weights, is_target)
             norm = sum(balanced) or 1.0
-            bmean = lambda key: sum(float(c[protocol.METRICS][key]) * w for c, w in zip(contents, balanced)) / norm  # noqa: E731
             # Discriminator numbers and (federated) discriminator weights:
             # see AdaptationState.discriminator_weights.
-            self.stats.train["loss_domain"] = {b: bmean(protocol.loss_domain_key(b)) for b in branches}
-            self.stats.adapt_acc = {b: bmean(protocol.disc_acc_key(b)) for b in branches}
+            self.stats.train["loss_domain"] = {
+                b: _weighted_mean(contents, protocol.loss_domain_key(b), balanced) for b in branches
+            }
+            self.stats.adapt_acc = {
+                b: _weighted_mean(contents, protocol.disc_acc_key(b), balanced) for b in branches
+            }
             keys = [k for k in arrays if k.startswith("discriminators.")]
             for key in keys:
                 arrays[key] = Array(

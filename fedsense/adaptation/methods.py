@@ -12,9 +12,11 @@ from fedsense.registry import Registry
 class Method:
     """Properties of an adaptation method that the rest of the system reads.
 
+    Unlabeled targets train when the method is adversarial, and renormalise
+    (forward passes only) when it keeps normalisation local.
+
     Attributes:
         name: the ``adapt.method`` value.
-        targets_train: unlabeled target clients take part in training.
         local_norm: BatchNorm running statistics stay on the device
             (FedBN/AdaBN style): a shifted target renormalises with its own.
         branches: which embeddings get a domain discriminator behind a
@@ -23,7 +25,6 @@ class Method:
     """
 
     name: str
-    targets_train: bool = False
     local_norm: bool = False
     branches: Literal["none", "fused", "all"] = "none"
 
@@ -35,9 +36,9 @@ class Method:
 METHODS: Registry[Method] = Registry("adaptation method")
 for _m in (
     Method("none"),  # source-only FedAvg: targets only evaluate
-    Method("dann", targets_train=True, branches="fused"),
-    Method("m3bat", targets_train=True, branches="all"),
-    Method("fedbn", targets_train=True, local_norm=True),
+    Method("dann", branches="fused"),
+    Method("m3bat", branches="all"),
+    Method("fedbn", local_norm=True),
 ):
     METHODS.register(_m.name)(_m)
 

@@ -71,13 +71,21 @@ def train_adversarial(
             target windows (labelled 1) are set against reference samples
             (labelled 0); source windows take no adversarial step.
 
-    Returns ``loss_task``, ``steps``, ``num_examples`` (windows used) and, per
+    Returns ``loss_task``, ``steps``, ``num_examples`` (windows used),
+    ``task_windows`` (labelled ones among them) and, per
     branch, ``loss_domain`` and ``disc_acc`` (0.5 = domains indistinguishable).
     """
     n = len(data)
     if n == 0:
-        return {"loss_task": 0.0, "steps": 0, "num_examples": 0, "loss_domain": {}, "disc_acc": {}}
-    model.train()
+        return {"loss_task": 0.0, "steps": 0, "num_examples": 0, "task_windows": 0, "loss_domain": {}, "disc_acc": {}}
+    # The statistics reference describes source embeddings in eval mode
+    # (running BatchNorm statistics, no dropout); a target is compared with it
+    # in the same mode, so the discriminator sees domains, not modes.
+    aligning_to_reference = adv.reference is not None and bool(np.all(np.asarray(domain) > 0.5))
+    if aligning_to_reference:
+        model.eval()
+    else:
+        model.train()
     optimizer = make_optimizer(model, cfg, lr)
     generator = torch.Generator().manual_seed(seed)
     y_all = torch.from_numpy(data.y)
@@ -121,6 +129,7 @@ def train_adversarial(
         "loss_task": float(np.mean(run.task)) if run.task else 0.0,
         "steps": steps,
         "num_examples": n,
+        "task_windows": int((data.y >= 0).sum()),
         "loss_domain": {b: float(np.mean(v)) for b, v in run.domain.items()},
         "disc_acc": {b: float(np.mean(v)) for b, v in run.acc.items()},
     }

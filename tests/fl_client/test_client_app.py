@@ -124,3 +124,17 @@ def test_local_state_is_kept_in_context_and_reloaded_next_round(tmp_path, model_
     train(_message(MessageType.TRAIN, start, server_round=2), ctx)  # loads the state back
     again = {k: int(v.numpy()) for k, v in ctx.state[LOCAL_STATE].items()}
     assert all(again[k] == 2 * int(local[k]) for k in local)  # counted on across rounds
+
+
+def test_fedbn_target_evaluates_with_statistics_of_its_own_windows(tmp_path, model_cfg):
+    """AdaBN: the target's BatchNorm statistics are recomputed on its windows
+    under the weights being evaluated, and stay on the device."""
+    from fedsense.params import shared_arrays as shared
+
+    ctx = _context(5, tmp_path, "adapt.method=fedbn")  # subject 6: the target
+    arrays = shared(build_model(DataSpec({"acc": (3, 64), "gyro": (3, 64)}, 4), model_cfg), METHODS["fedbn"])
+    assert not any(k.endswith("running_mean") for k in arrays)  # statistics never travel
+    evaluate(_message(MessageType.EVALUATE, arrays), ctx)
+    local = {k: v.numpy() for k, v in ctx.state[LOCAL_STATE].items()}
+    means = [v for k, v in local.items() if k.endswith("running_mean")]
+    assert means and all(np.abs(m).sum() > 0 for m in means)  # not the 0/1 of a fresh layer

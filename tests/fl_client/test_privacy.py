@@ -56,13 +56,16 @@ def replies(tmp_path: Path, method: tuple[str, str, str], windows: int) -> dict[
     model = build_model(DataSpec({"acc": (3, 64), "gyro": (3, 64)}, 4),
                         ModelConfig(channels=[16, 32], embed_dim=32), 0, REG[name].branches)
     start = shared_arrays(model, sharing_of(REG[name], alignment))
-    found: dict[str, object] = {}
+    per_client = []
     for pid in (0, 5):  # a source and the target
         ctx = _context(pid, tmp_path, overrides)
-        found |= inventory("query", query(_message(protocol.QUERY_MESSAGE, None), ctx))
+        found = inventory("query", query(_message(protocol.QUERY_MESSAGE, None), ctx))
         found |= inventory("train", train(_message(MessageType.TRAIN, start), ctx))
         found |= inventory("evaluate", evaluate(_message(MessageType.EVALUATE, start), ctx))
-    return found
+        per_client.append(found)
+    # every reply of a round has the same keys and shapes, whatever the role
+    assert per_client[0] == per_client[1]
+    return per_client[0]
 
 
 @pytest.mark.parametrize("method", METHODS, ids=["-".join(m) for m in METHODS])

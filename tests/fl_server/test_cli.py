@@ -62,3 +62,12 @@ def test_centralized_run_and_npz_round_trip_through_the_cli(tmp_path, capsys):
     assert summary["mode"] == "centralized" and summary["rounds"] == 3
     assert summary["target"]["macro_f1"] > 0.5  # 4 classes: chance is 0.25
     assert "tensorboard --logdir" in capsys.readouterr().out
+
+
+def test_an_existing_run_is_never_overwritten(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "summary.json").write_text("{}")
+    assert main(["run", str(SYNTHETIC), "--set", "fed.mode=centralized", "--out", str(out)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (out / "summary.json").read_text() == "{}"

@@ -54,7 +54,7 @@ def train_reply(node, disc, other, n, target):
         protocol.ARRAYS: ArrayRecord({"discriminators.fused.w": Array(np.array([disc], np.float32)),
                                       "encoders.w": Array(np.array([other], np.float32))}),
         protocol.METRICS: MetricRecord({
-            protocol.NUM_EXAMPLES: n, protocol.LOSS_TASK: 0.0, protocol.TRAIN_STEPS: 1, protocol.IS_TARGET: target,
+            protocol.NUM_EXAMPLES: n, protocol.TASK_WINDOWS: 0 if target else n, protocol.LOSS_TASK: 0.0 if target else 2.0, protocol.TRAIN_STEPS: 1, protocol.IS_TARGET: target,
             protocol.PARTITION: node, "loss-domain.fused": 0.1, "disc-acc.fused": 1.0 if target else 0.0,
         }),
     })
@@ -72,3 +72,4 @@ def test_federated_discriminators_average_with_both_domains_counting_half():
     assert arrays["encoders.w"].numpy()[0] == pytest.approx(0.2)  # by windows
     assert arrays["discriminators.fused.w"].numpy()[0] == pytest.approx(0.5)  # balanced
     assert s.stats.adapt_acc["fused"] == pytest.approx(0.5)
+    assert s.stats.train["loss_task"] == pytest.approx(2.0)  # targets' windows carry no task loss

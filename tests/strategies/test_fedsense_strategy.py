@@ -29,7 +29,7 @@ def train_reply(node: int, w: np.ndarray, n: int, loss: float = 1.0, target: int
         {
             protocol.ARRAYS: ArrayRecord({"w": Array(w.astype(np.float32))}),
             protocol.METRICS: MetricRecord(
-                {protocol.NUM_EXAMPLES: n, protocol.LOSS_TASK: loss, protocol.TRAIN_STEPS: 1,
+                {protocol.NUM_EXAMPLES: n, protocol.TASK_WINDOWS: n, protocol.LOSS_TASK: loss, protocol.TRAIN_STEPS: 1,
                  protocol.IS_TARGET: target, protocol.PARTITION: node}
             ),
         }

@@ -72,3 +72,14 @@ def test_wire_round_trip_has_fixed_size() -> None:
     back = from_wire(arrays, counts)
     assert back["fused"].count == 400
     np.testing.assert_allclose(back["acc"].cov, stats["acc"].cov, rtol=1e-6)
+
+
+def test_frechet_matches_scipy_with_different_covariances() -> None:
+    from scipy.linalg import sqrtm
+
+    rng = np.random.default_rng(6)
+    a = Stats.of(rng.normal(size=(300, 4)) @ rng.normal(size=(4, 4)))
+    b = Stats.of(rng.normal(size=(300, 4)) @ rng.normal(size=(4, 4)) + 1.0)
+    cross = np.real(sqrtm(a.cov @ b.cov))
+    expected = np.sum((a.mean - b.mean) ** 2) + np.trace(a.cov + b.cov - 2 * cross)
+    assert frechet_shift(a, b) == pytest.approx(expected / np.trace(a.cov), rel=1e-6)

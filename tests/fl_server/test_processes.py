@@ -1,0 +1,37 @@
+"""Stopping exactly the process tree we started."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+from fl_server.processes import _identity, alive, descendants, stop_tree
+
+
+def test_stop_tree_stops_the_process_and_its_descendants():
+    # a detached grandchild too, like flower-superexec (new session)
+    proc = subprocess.Popen(["bash", "-c", "setsid sleep 60 & sleep 60 & wait"])
+    try:
+        deadline = time.time() + 5
+        while len(descendants(proc.pid)) < 2 and time.time() < deadline:
+            time.sleep(0.05)
+        tree = [proc.pid, *descendants(proc.pid)]
+        assert len(tree) >= 3
+        ids = [_identity(p) for p in tree]
+        stopped = stop_tree(proc.pid, grace=5)
+        proc.wait(timeout=5)
+        assert set(tree) <= set(stopped)
+        assert not any(alive(i) for i in ids if i is not None)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_a_reused_pid_is_not_mistaken_for_the_old_process():
+    proc = subprocess.Popen(["sleep", "60"])
+    ident = _identity(proc.pid)
+    assert ident is not None and alive(ident)
+    assert not alive((proc.pid, "0"))  # same pid, other start time: another process
+    proc.kill()
+    proc.wait()
+    assert not alive(ident)
