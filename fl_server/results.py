@@ -24,7 +24,7 @@ from fedsense.report import arm_table, mean_std
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "configs" / "experiments"
 # Table order: baselines, the method, upper bounds, ceiling.
 ARM_ORDER = [
-    "source_only", "fedbn", "dann", "m3bat_federated", "m3bat_statistics",
+    "source_only", "fedbn", "dann", "m3bat_federated", "m3bat_statistics", "m3bat_bn",
     "centralized_source_only", "centralized_dann", "centralized_m3bat", "target_oracle",
 ]
 

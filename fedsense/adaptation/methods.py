@@ -39,6 +39,9 @@ for _m in (
     Method("dann", branches="fused"),
     Method("m3bat", branches="all"),
     Method("fedbn", local_norm=True),
+    # M3BAT on top of device-local normalisation statistics (FedBN/AdaBN):
+    # the branches align what renormalising alone leaves shifted.
+    Method("m3bat_bn", local_norm=True, branches="all"),
 ):
     METHODS.register(_m.name)(_m)
 

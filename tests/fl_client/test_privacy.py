@@ -22,6 +22,7 @@ METHODS = [
     ("m3bat", "federated", "shift"),
     ("m3bat", "statistics", "fixed"),
     ("fedbn", "federated", "fixed"),
+    ("m3bat_bn", "federated", "fixed"),
 ]
 
 
@@ -80,7 +81,7 @@ def test_replies_carry_only_listed_fields_of_fixed_size(tmp_path, method):
         assert patterns is not None, f"record '{record}' is not in docs/privacy.md"
         assert any(fnmatch.fnmatch(key, p) for p in patterns), f"{field} is not in docs/privacy.md"
         assert large[field] == shape, f"{field} changes size with the number of windows"
-    if method[0] in ("dann", "m3bat") and method[1:] != ("federated", "fixed"):
+    if method[0] in ("dann", "m3bat", "m3bat_bn") and method[1:] != ("federated", "fixed"):
         assert any(f.startswith("evaluate.stats:") for f in small)  # statistics did travel
     else:
         assert not any(f.startswith("evaluate.stats:") for f in small)
