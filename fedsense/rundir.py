@@ -8,8 +8,6 @@ half-written summary or checkpoint behind.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from fedsense.config import Config, dump
+from fedsense.fileio import atomic_write, atomic_write_bytes
 
 
 def resolve_run_dir(cfg: Config, out: str | Path | None = None) -> Path:
@@ -30,19 +29,6 @@ def resolve_run_dir(cfg: Config, out: str | Path | None = None) -> Path:
         return Path(cfg.output.dir).expanduser().resolve()
     name = cfg.output.name or f"{cfg.data.kind}-{cfg.adapt.method}-{cfg.fed.mode}"
     return Path("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; results are for sharing
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
@@ -88,14 +74,9 @@ class RunDir:
 
     def save_checkpoint(self, server_round: int, arrays: Mapping[str, np.ndarray]) -> Path:
         """Global shared arrays after ``server_round``; ``latest.npz`` points at the newest."""
-        import io
-
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        data = buf.getvalue()
         path = self.path / "checkpoints" / f"round-{server_round:04d}.npz"
-        atomic_write_bytes(path, data)
-        atomic_write_bytes(self.path / "checkpoints" / "latest.npz", data)
+        atomic_write(path, lambda f: np.savez(f, **arrays))
+        atomic_write(self.path / "checkpoints" / "latest.npz", lambda f: np.savez(f, **arrays))
         return path
 
     def write_summary(self, summary: Mapping[str, Any]) -> Path:

@@ -15,7 +15,6 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedsense import protocol
 from fedsense.adaptation import METHODS
-from fedsense.config import Config
 from fedsense.models import build_run_model, count_parameters
 from fedsense.params import shared_arrays, sharing_of
 from fedsense.rundir import RunDir, build_summary, resolve_run_dir

@@ -17,8 +17,6 @@ checked before the :class:`Dataset` is built.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from fedsense.data.base import Dataset, DatasetError
+from fedsense.fileio import atomic_write
 
 X_PREFIX = "x_"
 _INT_KEYS = ("y", "subject", "domain")
@@ -236,17 +235,4 @@ def save_npz(ds: Dataset, path: str | Path) -> Path:
         arrays["classes"] = np.array(list(ds.classes), dtype=str)
     validate_arrays(arrays, f"save_npz({path})")
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # mkstemp makes the file owner-only; a dataset file is ordinary data.
-        os.chmod(tmp_name, 0o644)
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda fh: np.savez(fh, **arrays))

@@ -12,7 +12,7 @@ from torch import nn
 from fedsense.adaptation import METHODS, Method
 from fedsense.config import ModelConfig
 from fedsense.models import DataSpec, build_model
-from fedsense.params import is_shared, load_arrays, local_arrays, shared_arrays, shared_keys
+from fedsense.params import load_arrays, local_arrays, shared_arrays, shared_keys
 
 SPEC = DataSpec(shapes={"acc": (3, 32), "gyro": (3, 16)}, num_classes=4)
 CFG = ModelConfig(channels=[8, 16], embed_dim=8, kernel_size=3)

@@ -9,7 +9,6 @@ import pytest
 
 from fedsense import protocol
 from fedsense.config import Config, load
-from fedsense.data import clients
 from fedsense.data.base import DatasetError
 from fedsense.data.clients import hide_labels, load_client_data, num_clients
 from fedsense.data.npz import save_npz
