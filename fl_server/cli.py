@@ -213,46 +213,45 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
                         format="%(name)s %(levelname)s %(message)s")
 
-    if args.command == "convert":
-        try:
-            paths = convert(args.config, args.overrides, args.out, args.per_subject)
-        except (ConfigError, DatasetError) as err:
-            print(f"fedsense: error: {err}", file=sys.stderr)
-            return 2
-        print(f"wrote {len(paths)} file(s): {paths[0]}{' ...' if len(paths) > 1 else ''}")
+    from fl_server.launcher import RunFailed
+
+    commands = {"convert": _cmd_convert, "results": _cmd_results, "run": _cmd_run}
+    try:
+        return commands[args.command](args)
+    except (ConfigError, DatasetError, FileNotFoundError) as err:
+        print(f"fedsense: error: {err}", file=sys.stderr)
+        return 2
+    except RunFailed as err:
+        print(f"fedsense: run failed: {err}", file=sys.stderr)
+        return 1
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    paths = convert(args.config, args.overrides, args.out, args.per_subject)
+    print(f"wrote {len(paths)} file(s): {paths[0]}{' ...' if len(paths) > 1 else ''}")
+    return 0
+
+
+def _cmd_results(args: argparse.Namespace) -> int:
+    from fl_server.results import regenerate
+
+    doc = regenerate(
+        [x for x in args.scenarios.split(",") if x],
+        args.arms.split(",") if args.arms else None,
+        _int_list(args.seeds, "--seeds"),
+        Path(args.out).resolve(),
+        Path(args.doc),
+        args.reuse,
+    )
+    print(f"wrote {doc}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    if args.seeds:
+        run_seeds(args.config, args.overrides, _int_list(args.seeds, "--seeds"), args.out, args.verbose)
         return 0
-
-    if args.command == "results":
-        from fl_server.results import regenerate
-
-        try:
-            seeds = _int_list(args.seeds, "--seeds")
-            doc = regenerate(
-                [x for x in args.scenarios.split(",") if x], args.arms.split(",") if args.arms else None,
-                seeds, Path(args.out).resolve(), Path(args.doc), args.reuse,
-            )
-        except (ConfigError, DatasetError, FileNotFoundError) as err:
-            print(f"fedsense: error: {err}", file=sys.stderr)
-            return 2
-        print(f"wrote {doc}")
-        return 0
-
-    if args.command == "run":
-        from fl_server.launcher import RunFailed
-
-        try:
-            if args.seeds:
-                seeds = _int_list(args.seeds, "--seeds")
-                run_seeds(args.config, args.overrides, seeds, args.out, args.verbose)
-                return 0
-            run_dir = run_experiment(args.config, args.overrides, args.out, args.verbose)
-        except (ConfigError, DatasetError) as err:
-            print(f"fedsense: error: {err}", file=sys.stderr)
-            return 2
-        except RunFailed as err:
-            print(f"fedsense: run failed: {err}", file=sys.stderr)
-            return 1
-        _report(run_dir)
+    _report(run_experiment(args.config, args.overrides, args.out, args.verbose))
     return 0
 
 
