@@ -35,6 +35,7 @@ def test_regenerate_renders_every_arm_and_the_acceptance_checks(tmp_path, monkey
     assert "recovers 75% of the source-only → oracle gap (meets the ≥ 50 % bar; seeds 0, 1)" in text
     assert "+0.200 vs federated DANN (beats it; seeds 0, 1)" in text
     assert "-0.020 vs centralized M3BAT (within 3 points; seeds 0, 1)" in text
+    assert "fedsense results --scenarios cross_device --seeds 0,1" in text
 
 
 def test_comparisons_use_only_seeds_all_arms_have(tmp_path):
@@ -45,4 +46,3 @@ def test_comparisons_use_only_seeds_all_arms_have(tmp_path):
     load = lambda arm: [json.loads(p.read_text()) for p in sorted((tmp_path / "cross_device" / arm).glob("*/summary.json"))]  # noqa: E731
     lines = results.acceptance_lines({a: load(a) for a in ("source_only", "target_oracle", "m3bat_federated")})
     assert lines == ["- m3bat_federated: recovers 75% of the source-only → oracle gap (meets the ≥ 50 % bar; seeds 0)"]
-    assert "fedsense results --scenarios cross_device --seeds 0,1" in text
