@@ -23,7 +23,7 @@ from fedsense.engine import evaluate, train_supervised
 from fedsense.metrics import summarize
 from fedsense.models import DataSpec, build_run_model, count_parameters
 from fedsense.params import shared_arrays, sharing_of
-from fedsense.rundir import RunDir, build_summary
+from fedsense.rundir import RunDir, build_summary, checkpoint_due
 
 log = logging.getLogger("fedsense.centralized")
 
@@ -53,7 +53,7 @@ def run_centralized(cfg: Config, run: RunDir, on_round: Callable[[], None] | Non
     members = [c for c in clients if c.role == "source" or (method.adversarial and c.role == "target")]
     pooled = concat([c.train for c in members])
     domain = np.concatenate(
-        [np.full(len(c.train), float(c.role == "target"), dtype=np.float32) for c in members]
+        [c.domain_labels() for c in members]
     )
     num_classes = len(pooled.classes) or int(pooled.y.max()) + 1
     spec = DataSpec(shapes=pooled.shapes(), num_classes=num_classes)
@@ -83,7 +83,7 @@ def run_centralized(cfg: Config, run: RunDir, on_round: Callable[[], None] | Non
                 record[role] = {**summarize(cm), "clients": len(group)}
         history.append(record)
         run.log_round(r, record)
-        if r % cfg.fed.checkpoint_every == 0 or r == cfg.fed.rounds:
+        if checkpoint_due(cfg, r):
             run.save_checkpoint(r, shared_arrays(model, sharing))
         if on_round is not None:
             on_round()

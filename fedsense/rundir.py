@@ -31,6 +31,11 @@ def resolve_run_dir(cfg: Config, out: str | Path | None = None) -> Path:
     return Path("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
 
 
+def checkpoint_due(cfg: Config, server_round: int) -> bool:
+    """Every ``fed.checkpoint_every`` rounds, and always after the last one."""
+    return server_round % cfg.fed.checkpoint_every == 0 or server_round == cfg.fed.rounds
+
+
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
     """``{"target": {"macro_f1": .9}}`` -> ``{"target/macro_f1": .9}`` (numbers only)."""
     out: dict[str, float] = {}

@@ -89,9 +89,8 @@ def train(msg: Message, context: Context) -> Message:
     labels_usable = _labels_usable(cfg, data)
     adversarial_metrics: dict[str, float] = {}
     if method.adversarial:
-        domain = np.full(len(data.train), float(data.role == "target"), dtype=np.float32)
         result = train_adversarial(
-            model, data.train, domain, cfg.train, _adversarial(msg, cfg, model), **kwargs
+            model, data.train, data.domain_labels(), cfg.train, _adversarial(msg, cfg, model), **kwargs
         )
         for b in model.discriminators:  # every reply carries every branch's keys
             adversarial_metrics[protocol.loss_domain_key(b)] = result["loss_domain"].get(b, 0.0)

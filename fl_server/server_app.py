@@ -17,7 +17,7 @@ from fedsense import protocol
 from fedsense.adaptation import METHODS
 from fedsense.models import build_run_model, count_parameters
 from fedsense.params import shared_arrays, sharing_of
-from fedsense.rundir import RunDir, build_summary, resolve_run_dir
+from fedsense.rundir import RunDir, build_summary, checkpoint_due, resolve_run_dir
 from fedsense.runconfig import config_from_run
 from fl_server.spec import query_clients, wait_for_nodes
 from strategies import AdaptationState, FedSenseStrategy
@@ -56,7 +56,7 @@ def main(grid: Grid, context: Context) -> None:
 
         def on_round_end(server_round: int, record: dict, arrays: ArrayRecord) -> None:
             run.log_round(server_round, {k: v for k, v in record.items() if k != "confusion"})
-            if server_round % cfg.fed.checkpoint_every == 0 or server_round == cfg.fed.rounds:
+            if checkpoint_due(cfg, server_round):
                 run.save_checkpoint(server_round, {k: a.numpy() for k, a in arrays.items()})
             target = record.get("target", {}).get("macro_f1")
             source = record.get("source", {}).get("macro_f1")

@@ -27,6 +27,10 @@ class ClientData:
     role: Literal["source", "target"]
     partition_id: int  # -1 on a real device
 
+    def domain_labels(self) -> np.ndarray:
+        """``(N,)`` float32 domain label of each training window: 1 target, 0 source."""
+        return np.full(len(self.train), float(self.role == "target"), dtype=np.float32)
+
 
 def hide_labels(ds: Dataset) -> Dataset:
     """The same windows with every label replaced by -1 (unlabeled)."""
