@@ -20,9 +20,10 @@ def as_tensors(ds: Dataset, index: np.ndarray | slice = slice(None)) -> dict[str
     return {m: torch.from_numpy(np.ascontiguousarray(a[index])) for m, a in ds.x.items()}
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, cfg: TrainConfig, lr: float, kind: str | None = None) -> torch.optim.Optimizer:
+    """``cfg.optimizer`` (or ``kind`` when given) over the trainable parameters."""
     params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.optimizer == "sgd":
+    if (kind or cfg.optimizer) == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=cfg.weight_decay)
     return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
 

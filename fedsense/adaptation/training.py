@@ -86,7 +86,13 @@ def train_adversarial(
         model.eval()
     else:
         model.train()
-    optimizer = make_optimizer(model, cfg, lr)
+    # A device without a labelled window minimises only the reversed
+    # adversarial term. Adam divides each step by the gradient's own scale, so
+    # that device would take full-size steps whatever the reversal coefficient
+    # (the schedule would be ignored and a small term would move the shared
+    # encoders as far as a whole task loss does). It takes SGD steps instead,
+    # proportional to coefficient x gradient, as in the pooled objective.
+    optimizer = make_optimizer(model, cfg, lr, kind=None if bool((data.y >= 0).any()) else "sgd")
     generator = torch.Generator().manual_seed(seed)
     y_all = torch.from_numpy(data.y)
     d_all = torch.from_numpy(np.asarray(domain, dtype=np.float32))

@@ -93,3 +93,22 @@ def test_renormalize_recomputes_batchnorm_statistics_without_gradients():
     assert all(torch.equal(before[k], after[k]) for k in params)
     bn = model.encoders["acc"].features[1]
     assert bn.momentum == 0.1  # restored after the cumulative pass
+
+
+def test_reversal_coefficient_scales_an_unlabeled_clients_step_even_under_adam():
+    """A device without labels follows coeff x the reversed gradient: Adam would
+    normalise the coefficient away and step as far at lambda 0.01 as at 1."""
+    ds = data()
+    ds = type(ds)(x=ds.x, y=np.full_like(ds.y, -1), subject=ds.subject, domain=ds.domain, classes=ds.classes)
+    cfg = TrainConfig(optimizer="adam", batch_size=len(ds))  # one step
+    deltas = []
+    for coeff in (0.1, 0.2):
+        model = build_model(SPEC, SMALL, seed=1, adversarial="all")
+        before = weights_of(model)
+        train_adversarial(
+            model, ds, np.ones(len(ds), np.float32), cfg,
+            Adversarial(coeff, {"acc": 1.0, "gyro": 1.0, "fused": 1.0}), epochs=1, lr=0.01, seed=0,
+        )
+        deltas.append(model.state_dict()["encoders.acc.project.1.weight"] - before["encoders.acc.project.1.weight"])
+    assert deltas[0].abs().max() > 0
+    torch.testing.assert_close(deltas[1], 2 * deltas[0])
