@@ -109,7 +109,7 @@ class AdaptConfig:
     """Domain adaptation (see DESIGN.md and ``fedsense.adaptation``)."""
 
     method: str = "none"  # none | dann | m3bat | fedbn
-    alignment: Literal["federated", "statistics"] = "federated"
+    alignment: Literal["federated", "statistics"] = "statistics"  # see README: Adaptation
     lambda_max: float = 1.0  # scale of DANN's reversal schedule
     domain_weight: float = 1.0  # weight of the adversarial loss against the task loss
     branch_weights: Literal["fixed", "shift"] = "fixed"

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 def test_hapt_cross_user_fedavg_learns(tmp_path):
-    run = run_experiment(REPO / "configs" / "default.yaml", ["fed.rounds=8"], out=str(tmp_path / "run"))
+    run = run_experiment(REPO / "configs" / "experiments" / "cross_user" / "source_only.yaml", ["fed.rounds=8"], out=str(tmp_path / "run"))
     summary = json.loads((run / "summary.json").read_text())
     assert summary["clients"] == {"total": 30, "source": 24, "target": 6, "failed": 0}
     assert summary["target"]["macro_f1"] >= 0.90

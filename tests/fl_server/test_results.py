@@ -32,7 +32,7 @@ def test_regenerate_renders_every_arm_and_the_acceptance_checks(tmp_path, monkey
     for arm in scores:
         assert f"| {arm} |" in text
     assert "| m3bat_federated | 0.805 ± 0.005 |" in text
-    assert "recovers 75% of the source-only → oracle gap (meets the ≥ 50 % bar; seeds 0, 1)" in text
+    assert "recovers 75% of the source-only → target_oracle gap (meets the ≥ 50 % bar; seeds 0, 1)" in text
     assert "+0.200 vs federated DANN (beats it; seeds 0, 1)" in text
     assert "-0.020 vs centralized M3BAT (within 3 points; seeds 0, 1)" in text
     assert "fedsense results --scenarios cross_device --seeds 0,1" in text
@@ -45,4 +45,4 @@ def test_comparisons_use_only_seeds_all_arms_have(tmp_path):
     write(tmp_path, "cross_device", "m3bat_federated", 0, 0.8)
     load = lambda arm: [json.loads(p.read_text()) for p in sorted((tmp_path / "cross_device" / arm).glob("*/summary.json"))]  # noqa: E731
     lines = results.acceptance_lines({a: load(a) for a in ("source_only", "target_oracle", "m3bat_federated")})
-    assert lines == ["- m3bat_federated: recovers 75% of the source-only → oracle gap (meets the ≥ 50 % bar; seeds 0)"]
+    assert lines == ["- m3bat_federated: recovers 75% of the source-only → target_oracle gap (meets the ≥ 50 % bar; seeds 0)"]
