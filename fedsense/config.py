@@ -124,6 +124,7 @@ class OutputConfig:
     dir: str = ""  # empty: runs/<name>-<timestamp> under the working directory
     name: str = ""
     message_log: bool = False  # write messages.jsonl: the fields (not values) of every reply
+    histograms: bool = False  # TensorBoard histograms of the global weights at each checkpoint
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from fedsense.config import Config, dump
+from fedsense.board import final_metrics, hparams_of, scalar_tags
+from fedsense.config import Config, dump, to_dict
 from fedsense.fileio import atomic_write, atomic_write_bytes
 
 
@@ -36,18 +37,6 @@ def checkpoint_due(cfg: Config, server_round: int) -> bool:
     return server_round % cfg.fed.checkpoint_every == 0 or server_round == cfg.fed.rounds
 
 
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
-    """``{"target": {"macro_f1": .9}}`` -> ``{"target/macro_f1": .9}`` (numbers only)."""
-    out: dict[str, float] = {}
-    for key, value in tree.items():
-        name = f"{prefix}/{key}" if prefix else str(key)
-        if isinstance(value, Mapping):
-            out.update(flatten(value, name))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[name] = float(value)
-    return out
-
-
 class RunDir:
     """One run's output directory; owns its TensorBoard writer."""
 
@@ -61,20 +50,39 @@ class RunDir:
         self.started = time.time()
         from torch.utils.tensorboard import SummaryWriter  # heavy: only where a run is written
 
-        self.writer = SummaryWriter(log_dir=str(self.path / "tb"))
+        self.cfg = cfg
+        self.writer = SummaryWriter(log_dir=str(self.tb_dir))
         self.writer.add_text("config", "```\n" + dump(cfg) + "\n```", 0)
+        self.writer.flush()
 
     @property
     def tb_dir(self) -> Path:
         return self.path / "tb"
 
     def log_round(self, server_round: int, record: Mapping[str, Any]) -> None:
-        """Append one line to metrics.jsonl and the same numbers to TensorBoard."""
+        """Append one line to metrics.jsonl and the same numbers to TensorBoard
+        (tags: :func:`fedsense.board.scalar_tags`)."""
         line = {"round": server_round, **record}
         with self.metrics_path.open("a") as f:
             f.write(json.dumps(line) + "\n")
-        for tag, value in flatten(record).items():
+        for tag, value in scalar_tags(record).items():
             self.writer.add_scalar(tag, value, server_round)
+        self.writer.flush()
+
+    def log_image(self, tag: str, image: np.ndarray, server_round: int) -> None:
+        """A ``(3, H, W)`` uint8 image, e.g. :func:`fedsense.board.confusion_image`."""
+        self.writer.add_image(tag, image, server_round, dataformats="CHW")
+        self.writer.flush()
+
+    def log_text(self, tag: str, text: str, server_round: int) -> None:
+        self.writer.add_text(tag, text, server_round)
+        self.writer.flush()
+
+    def log_histograms(self, server_round: int, arrays: Mapping[str, np.ndarray]) -> None:
+        """One histogram per array, tagged ``weights/<parameter name>``."""
+        for name, value in arrays.items():
+            if np.issubdtype(np.asarray(value).dtype, np.floating) and np.size(value):
+                self.writer.add_histogram(f"weights/{name}", np.asarray(value), server_round)
         self.writer.flush()
 
     def save_checkpoint(self, server_round: int, arrays: Mapping[str, np.ndarray]) -> Path:
@@ -85,9 +93,20 @@ class RunDir:
         return path
 
     def write_summary(self, summary: Mapping[str, Any]) -> Path:
+        """summary.json, and the run's row in TensorBoard's HParams tab: every
+        config value against the final target and source macro-F1."""
         full = {**summary, "wall_seconds": round(time.time() - self.started, 3)}
         path = self.path / "summary.json"
         atomic_write_bytes(path, (json.dumps(full, indent=2) + "\n").encode())
+        from torch.utils.tensorboard.summary import hparams
+
+        metrics = final_metrics(full)
+        writer = self.writer._get_file_writer()  # the run's own event file, not a sub-run
+        for event in hparams(hparams_of({**to_dict(self.cfg), "status": full.get("status", "")}), metrics):
+            writer.add_summary(event)
+        for tag, value in metrics.items():
+            self.writer.add_scalar(tag, value, int(full.get("rounds") or 0))
+        self.writer.flush()
         return path
 
     def close(self) -> None:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import logging
 
+import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedsense import protocol
 from fedsense.adaptation import METHODS
+from fedsense.board import confusion_image, nodes_text
 from fedsense.models import build_run_model, count_parameters
 from fedsense.params import shared_arrays, sharing_of
 from fedsense.rundir import RunDir, build_summary, checkpoint_due, resolve_run_dir
@@ -56,8 +58,14 @@ def main(grid: Grid, context: Context) -> None:
 
         def on_round_end(server_round: int, record: dict, arrays: ArrayRecord) -> None:
             run.log_round(server_round, {k: v for k, v in record.items() if k != "confusion"})
+            for role, cm in record.get("confusion", {}).items():
+                run.log_image(f"eval/{role}/confusion", confusion_image(np.asarray(cm)), server_round)
+            run.log_text("clients/nodes", nodes_text(record["nodes"]), server_round)
             if checkpoint_due(cfg, server_round):
-                run.save_checkpoint(server_round, {k: a.numpy() for k, a in arrays.items()})
+                weights = {k: a.numpy() for k, a in arrays.items()}
+                run.save_checkpoint(server_round, weights)
+                if cfg.output.histograms:
+                    run.log_histograms(server_round, weights)
             target = record.get("target", {}).get("macro_f1")
             source = record.get("source", {}).get("macro_f1")
             log.info(

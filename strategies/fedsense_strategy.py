@@ -22,7 +22,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from fedsense import protocol
 from fedsense.adaptation.statistics import from_wire
-from fedsense.metrics import summarize
+from fedsense.metrics import macro_f1, per_class_f1, summarize
 from strategies.adaptation import AdaptationState
 
 log = logging.getLogger("fedsense.strategy")
@@ -73,6 +73,12 @@ def _weighted_mean(contents: list[RecordDict], key: str, weights: list[float]) -
     return sum(float(c[protocol.METRICS][key]) * w for c, w in zip(contents, weights)) / total
 
 
+def _client_id(msg: Message) -> str:
+    """A client's name in metrics: its partition id in a simulation, else its node id."""
+    partition = int(msg.content[protocol.METRICS].get(protocol.PARTITION, -1))
+    return str(partition) if partition >= 0 else f"node-{msg.metadata.src_node_id}"
+
+
 def _reply_order(msg: Message) -> tuple[int, int]:
     metrics = msg.content[protocol.METRICS]
     return int(metrics.get(protocol.PARTITION, -1)), int(msg.metadata.src_node_id)
@@ -85,9 +91,8 @@ class RoundStats:
     started: float = field(default_factory=time.time)
     bytes_up: int = 0
     bytes_down: int = 0
-    sampled: int = 0
-    replied: int = 0
-    failed: int = 0
+    sampled: list[int] = field(default_factory=list)  # node ids asked to train
+    replied: list[int] = field(default_factory=list)  # node ids whose train reply was usable
     errors: list[str] = field(default_factory=list)
     train: dict[str, Any] = field(default_factory=dict)
     adapt: dict[str, Any] = field(default_factory=dict)  # this round's adaptation config
@@ -144,7 +149,7 @@ class FedSenseStrategy(FedAvg):
             messages[0].content[protocol.REFERENCE] = ArrayRecord(
                 {k: Array(v) for k, v in reference.items()}
             )
-        self.stats.sampled = len(messages)
+        self.stats.sampled = sorted(m.metadata.dst_node_id for m in messages)
         self.stats.bytes_down += sum(record_nbytes(m.content) for m in messages)
         return messages
 
@@ -167,11 +172,10 @@ class FedSenseStrategy(FedAvg):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
         valid = self._split_replies(replies)
-        self.stats.replied = len(valid)
-        self.stats.failed = self.stats.sampled - len(valid)
+        self.stats.replied = sorted(m.metadata.src_node_id for m in valid)
         if len(valid) < self.min_replies:
             raise RoundFailed(
-                f"round {server_round}: {len(valid)} of {self.stats.sampled} clients replied "
+                f"round {server_round}: {len(valid)} of {len(self.stats.sampled)} clients replied "
                 f"(at least {self.min_replies} needed). Errors: {self.stats.errors[:5]}"
             )
         # Replies arrive in whatever order clients finish; a fixed order makes
@@ -226,8 +230,9 @@ class FedSenseStrategy(FedAvg):
         k = self.num_classes
         sums = {"source": np.zeros((k, k), np.int64), "target": np.zeros((k, k), np.int64)}
         clients = {"source": 0, "target": 0}
+        per_client: dict[str, dict[str, float]] = {}
         reported: dict[str, list] = {"source": [], "target": []}
-        for msg in valid:
+        for msg in sorted(valid, key=_reply_order):
             metrics = msg.content[protocol.METRICS]
             role = "target" if int(metrics[protocol.IS_TARGET]) else "source"
             if protocol.STATS in msg.content:
@@ -239,10 +244,13 @@ class FedSenseStrategy(FedAvg):
                 continue
             sums[role] += flat.reshape(k, k)
             clients[role] += 1
+            per_client[_client_id(msg)] = {"macro_f1": macro_f1(flat.reshape(k, k))}
         record: dict[str, Any] = {}
         for role in ("target", "source"):
             if clients[role]:
-                record[role] = {**summarize(sums[role]), "clients": clients[role]}
+                f1 = {str(c): float(v) for c, v in enumerate(per_class_f1(sums[role])) if np.isfinite(v)}
+                record[role] = {**summarize(sums[role]), "clients": clients[role], "f1": f1}
+        record["client"] = per_client
         record["train"] = dict(self.stats.train)
         if self.adaptation is not None and self.adaptation.branches:
             self.adaptation.update(reported["source"], reported["target"])
@@ -257,11 +265,14 @@ class FedSenseStrategy(FedAvg):
         self.totals["bytes_up"] += self.stats.bytes_up
         self.totals["bytes_down"] += self.stats.bytes_down
         record["comm"] = {"bytes_up": self.stats.bytes_up, "bytes_down": self.stats.bytes_down}
+        # Counters are counts of nodes, never averaged; "nodes" names them.
+        failed = sorted(set(self.stats.sampled) - set(self.stats.replied))
         record["clients"] = {
-            "sampled": self.stats.sampled,
-            "replied": self.stats.replied,
-            "failed": self.stats.failed,
+            "sampled": len(self.stats.sampled),
+            "replied": len(self.stats.replied),
+            "failed": len(failed),
         }
+        record["nodes"] = {"sampled": self.stats.sampled, "replied": self.stats.replied, "failed": failed}
         record["seconds"] = round(time.time() - self.stats.started, 3)
         record["confusion"] = {r: sums[r].tolist() for r in sums if clients[r]}
         self.history.append(record)

@@ -10,7 +10,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from fedsense.config import Config, from_dict, load
-from fedsense.rundir import RunDir, build_summary, flatten, read_metrics
+from fedsense.rundir import RunDir, build_summary, read_metrics
 
 CFG = from_dict(None, ["adapt.method=none", "fed.rounds=2", "seed=5", "output.name=t"])
 
@@ -54,14 +54,9 @@ def test_log_round_writes_tensorboard_scalars(run: RunDir) -> None:
     run.log_round(1, {"target": {"macro_f1": 0.25}, "train": {"loss_task": 1.5}, "status": "ok"})
     run.log_round(2, {"target": {"macro_f1": 0.75}, "train": {"loss_task": 0.5}, "flag": True})
     found = scalars(run.tb_dir)  # log_round flushes: readable while the run goes on
-    assert set(found) == {"target/macro_f1", "train/loss_task"}  # strings and bools skipped
-    assert found["target/macro_f1"] == [(1, pytest.approx(0.25)), (2, pytest.approx(0.75))]
+    assert set(found) == {"eval/target/macro_f1", "train/loss_task"}  # strings and bools skipped
+    assert found["eval/target/macro_f1"] == [(1, pytest.approx(0.25)), (2, pytest.approx(0.75))]
     assert found["train/loss_task"] == [(1, pytest.approx(1.5)), (2, pytest.approx(0.5))]
-
-
-def test_flatten() -> None:
-    tree = {"a": {"b": 1, "c": {"d": 2.5}}, "e": "s", "f": False, "g": [1, 2], "h": 3}
-    assert flatten(tree) == {"a/b": 1.0, "a/c/d": 2.5, "h": 3.0}
 
 
 def test_checkpoints_round_trip_and_latest(run: RunDir) -> None:
@@ -121,3 +116,24 @@ def test_summary_without_rounds_or_role_has_nulls() -> None:
     assert no_target["source"]["macro_f1"] == 0.9
     json.dumps(no_target)  # still plain JSON
 
+
+
+def test_images_text_histograms_and_hparams_reach_the_event_file(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run", CFG)
+    run.log_image("eval/target/confusion", np.zeros((3, 16, 24), np.uint8), 1)
+    run.log_text("clients/nodes", "**sampled** (1): 7", 1)
+    run.log_histograms(1, {"w": np.arange(10, dtype=np.float32), "n": np.arange(3)})
+    run.write_summary({"status": "completed", "rounds": 2, "target": {"macro_f1": 0.8}, "source": {"macro_f1": None}})
+    run.close()
+    acc = EventAccumulator(str(run.tb_dir), size_guidance={"images": 0, "histograms": 0, "tensors": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    (image,) = acc.Images("eval/target/confusion")
+    assert (image.step, image.width, image.height) == (1, 24, 16)
+    assert tags["histograms"] == ["weights/w"]  # integer counters are not weights
+    assert {"config/text_summary", "clients/nodes/text_summary"} <= set(tags["tensors"])
+    assert [(e.step, e.value) for e in acc.Scalars("hparam/target_macro_f1")] == [(2, pytest.approx(0.8))]
+    assert "hparam/source_macro_f1" not in tags["scalars"]  # unknown: not invented
+    hp = acc.PluginTagToContent("hparams")
+    assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(hp)
+    assert b"adapt.method" in hp["_hparams_/session_start_info"]

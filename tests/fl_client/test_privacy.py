@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from flwr.app import MessageType
+from flwr.app import Array, ArrayRecord, ConfigRecord, MessageType
 
 from fedsense import protocol
 from fl_client.client_app import evaluate, query, train
@@ -87,8 +87,11 @@ def test_replies_carry_only_listed_fields_of_fixed_size(tmp_path, method):
         assert not any(f.startswith("evaluate.stats:") for f in small)
 
 
-@pytest.mark.parametrize("method", ["m3bat", "dann", "fedbn"])
-def test_scrambling_target_labels_changes_no_trained_weight(tmp_path, monkeypatch, method):
+@pytest.mark.parametrize(
+    "method,alignment",
+    [("m3bat", "federated"), ("m3bat", "statistics"), ("dann", "federated"), ("fedbn", "federated")],
+)
+def test_scrambling_target_labels_changes_no_trained_weight(tmp_path, monkeypatch, method, alignment):
     """A target device's labels never reach training: scrambled labels give
     bit-identical replies (only evaluation, on held-out windows, reads them).
 
@@ -116,16 +119,24 @@ def test_scrambling_target_labels_changes_no_trained_weight(tmp_path, monkeypatc
     from fedsense.config import ModelConfig
     from fedsense.adaptation import METHODS as REG
     from fedsense.models import DataSpec, build_model
-    from fedsense.params import shared_arrays
+    from fedsense.adaptation.statistics import to_wire
+    from fedsense.adaptation.training import embedding_stats
+    from fedsense.params import shared_arrays, sharing_of
 
     model = build_model(DataSpec({"acc": (3, 64), "gyro": (3, 64)}, 4),
                         ModelConfig(channels=[16, 32], embed_dim=32), 0, REG[method].branches)
-    start = shared_arrays(model, REG[method])
+    start = shared_arrays(model, sharing_of(REG[method], alignment))
     out = {}
     for name in ("true", "scrambled"):
-        ctx = _context(0, tmp_path, f"adapt.method={method}")
+        ctx = _context(0, tmp_path, f"adapt.method={method}\nadapt.alignment={alignment}")
         ctx.node_config = {protocol.NODE_DATA_PATH: str(tmp_path / f"{name}.npz")}
-        reply = train(_message(MessageType.TRAIN, start, server_round=3), ctx)
+        msg = _message(MessageType.TRAIN, start, server_round=3)
+        msg.content[protocol.CONFIG] = ConfigRecord({**dict(msg.content[protocol.CONFIG]), protocol.CFG_COEFF: 0.5})
+        if alignment == "statistics":  # a reference to align to (the sources' statistics)
+            arrays, counts = to_wire(embedding_stats(model, ds.subset(ds.subject != 6)))
+            msg.content[protocol.REFERENCE] = ArrayRecord({k: Array(v) for k, v in arrays.items()})
+            msg.content[protocol.CONFIG] = ConfigRecord({**dict(msg.content[protocol.CONFIG]), **counts})
+        reply = train(msg, ctx)
         assert reply.content[protocol.METRICS][protocol.IS_TARGET] == 1
         out[name] = {k: v.numpy() for k, v in reply.content[protocol.ARRAYS].items()}
         out[name + "-local"] = {k: v.numpy() for k, v in ctx.state["fedsense-local"].items()}

@@ -33,8 +33,8 @@ def processes_with_home(home: Path) -> list[int]:
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("smoke")
-    return run_experiment(
-        SYNTHETIC, ["fed.rounds=2", f"data.cache_dir={tmp / 'cache'}"], out=str(tmp / "run")
+    return run_experiment(  # M3BAT: every scope of the TensorBoard tags has something to show
+        SYNTHETIC, ["fed.rounds=2", "adapt.method=m3bat", f"data.cache_dir={tmp / 'cache'}"], out=str(tmp / "run")
     )
 
 
@@ -49,13 +49,15 @@ def test_run_directory_follows_the_contract(smoke_run: Path):
     assert [r["round"] for r in rounds] == [1, 2]
     for r in rounds:
         assert r["clients"] == {"sampled": 6, "replied": 6, "failed": 0}
+        assert len(r["nodes"]["sampled"]) == 6 and r["nodes"]["replied"] == r["nodes"]["sampled"]
+        assert r["nodes"]["failed"] == []
         assert r["target"]["clients"] == 1 and r["source"]["clients"] == 5
         assert 0.0 <= r["target"]["macro_f1"] <= 1.0
         assert r["comm"]["bytes_up"] > 0 and r["comm"]["bytes_down"] > r["comm"]["bytes_up"]
 
     summary = json.loads((smoke_run / "summary.json").read_text())
     assert summary["status"] == "completed"
-    assert summary["method"] == "none" and summary["rounds"] == 2
+    assert summary["method"] == "m3bat" and summary["rounds"] == 2
     assert summary["target"]["macro_f1"] == rounds[-1]["target"]["macro_f1"]
     assert summary["target"]["accuracy"] == rounds[-1]["target"]["accuracy"]
     assert summary["source"]["macro_f1"] == rounds[-1]["source"]["macro_f1"]
@@ -65,11 +67,37 @@ def test_run_directory_follows_the_contract(smoke_run: Path):
     assert summary["clients"]["total"] == 6
 
 
-def test_tensorboard_and_checkpoints_are_real(smoke_run: Path):
-    acc = EventAccumulator(str(smoke_run / "tb"))
+def test_tensorboard_tags_steps_and_ranges(smoke_run: Path):
+    """Read back with TensorBoard's own reader: the tags of the monitoring contract."""
+    acc = EventAccumulator(str(smoke_run / "tb"), size_guidance={"images": 0, "tensors": 0})
     acc.Reload()
-    steps = [e.step for e in acc.Scalars("target/macro_f1")]
-    assert steps == [1, 2]
+    values = {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+    per_round = {tag: v for tag, v in values.items() if not tag.startswith("hparam/")}
+    for tag, points in per_round.items():
+        assert [step for step, _ in points] == [1, 2], tag  # the server round is the step
+    fractions = ["eval/target/macro_f1", "eval/target/accuracy", "eval/source/macro_f1", "adapt/lambda"]
+    fractions += [f"{scope}/{b}" for scope in ("adapt/disc_acc",) for b in ("acc", "gyro", "fused")]
+    fractions += [f"eval/client/{c}/macro_f1" for c in range(6)]
+    fractions += [t for t in per_round if t.startswith("eval/target/f1/")]
+    for tag in fractions:
+        assert all(0.0 <= v <= 1.0 for _, v in per_round[tag]), tag
+    assert {f"eval/target/f1/{c}" for c in range(4)} <= set(per_round)
+    for tag in ["train/loss_task"] + [f"train/loss_domain/{b}" for b in ("acc", "gyro", "fused")]:
+        assert all(v >= 0.0 for _, v in per_round[tag]), tag
+    assert per_round["adapt/lambda"][0][1] == 0.0 < per_round["adapt/lambda"][1][1]  # DANN's schedule
+    for tag in ("comm/bytes_up", "comm/bytes_down", "round/seconds"):
+        assert all(v > 0 for _, v in per_round[tag]), tag
+    assert [v for _, v in per_round["clients/sampled"]] == [6.0, 6.0]
+    assert [v for _, v in per_round["clients/replied"]] == [6.0, 6.0]
+    assert [v for _, v in per_round["clients/failed"]] == [0.0, 0.0]
+    summary = json.loads((smoke_run / "summary.json").read_text())
+    assert values["hparam/target_macro_f1"] == [(2, pytest.approx(summary["target"]["macro_f1"]))]
+    assert [i.step for i in acc.Images("eval/target/confusion")] == [1, 2]
+    assert {"config/text_summary", "clients/nodes/text_summary"} <= set(acc.Tags()["tensors"])
+    assert "_hparams_/session_start_info" in acc.PluginTagToContent("hparams")
+
+
+def test_checkpoints_are_real(smoke_run: Path):
     latest = np.load(smoke_run / "checkpoints" / "latest.npz")
     last = np.load(smoke_run / "checkpoints" / "round-0002.npz")
     assert set(latest.files) == set(last.files) and len(last.files) > 4
@@ -79,6 +107,22 @@ def test_tensorboard_and_checkpoints_are_real(smoke_run: Path):
 
 def test_every_started_process_is_stopped(smoke_run: Path):
     assert processes_with_home(smoke_run / "flower") == []
+
+
+def test_a_failed_run_leaves_a_closed_readable_event_file(tmp_path: Path):
+    """Clients cannot answer within a millisecond: the run fails after the run
+    directory exists, and its TensorBoard file is still complete."""
+    run_dir = tmp_path / "run"
+    with pytest.raises(launcher.RunFailed):
+        run_experiment(SYNTHETIC, ["fed.timeout=0.001", f"data.cache_dir={tmp_path / 'cache'}"], out=str(run_dir))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["error"]
+    acc = EventAccumulator(str(run_dir / "tb"), size_guidance={"tensors": 0})
+    acc.Reload()
+    assert "config/text_summary" in acc.Tags()["tensors"]
+    start = acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    assert b"failed" in start  # the run's status reaches the HParams tab
+    assert processes_with_home(run_dir / "flower") == []
 
 
 def test_a_failed_run_is_reported_as_failed(tmp_path: Path):

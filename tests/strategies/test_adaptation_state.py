@@ -63,7 +63,7 @@ def train_reply(node, disc, other, n, target):
 
 
 def test_federated_discriminators_average_with_both_domains_counting_half():
-    s = make(adaptation=AdaptationState(AdaptConfig(method="dann"), METHODS["dann"], ["fused"], 10))
+    s = make(adaptation=AdaptationState(AdaptConfig(method="dann", alignment="federated"), METHODS["dann"], ["fused"], 10))
     arrays, _ = s.aggregate_train(1, [
         train_reply(1, disc=0.0, other=0.0, n=300, target=0),
         train_reply(2, disc=0.0, other=0.0, n=500, target=0),

@@ -56,7 +56,7 @@ def error_reply(node: int, reason: str) -> Message:
 
 def make(num_classes: int = 2, min_replies: int = 1, **kw) -> FedSenseStrategy:
     s = FedSenseStrategy(num_classes=num_classes, min_replies=min_replies, **kw)
-    s.stats.sampled = 3
+    s.stats.sampled = [1, 2, 3]  # node ids asked to train
     return s
 
 
@@ -89,7 +89,7 @@ def test_errors_are_counted_and_too_few_replies_fail_the_round():
     s = make(min_replies=2)
     with pytest.raises(RoundFailed, match="1 of 3 clients replied.*device exploded"):
         s.aggregate_train(1, [train_reply(1, np.array([1.0]), n=5), error_reply(2, "device exploded")])
-    assert s.stats.failed == 2 and s.stats.replied == 1
+    assert s.stats.replied == [1]
     assert any("device exploded" in e for e in s.stats.errors)
 
 
@@ -112,6 +112,21 @@ def test_evaluation_sums_confusions_per_role_never_averages():
     assert rec["target"]["windows"] == 110 and rec["target"]["clients"] == 2
     assert rec["source"]["clients"] == 1
     assert rec["confusion"]["target"] == pooled.tolist()
+    # per class of the pooled matrix, and per client from its own matrix
+    assert rec["target"]["f1"] == {"0": pytest.approx(2 * 90 / 195), "1": pytest.approx(2 * 5 / 25)}
+    assert rec["client"] == {"1": {"macro_f1": pytest.approx(macro_f1(big))},
+                             "2": {"macro_f1": pytest.approx(macro_f1(small))},
+                             "3": {"macro_f1": pytest.approx(0.75)}}
+
+
+def test_round_record_names_the_nodes_that_were_sampled_replied_and_failed():
+    seen = []
+    s = make(min_replies=1, on_round_end=lambda r, rec, arrays: seen.append(rec))
+    s.aggregate_train(1, [train_reply(3, np.array([1.0]), n=5), error_reply(2, "gone")])
+    s.aggregate_evaluate(1, [eval_reply(3, np.eye(2, dtype=int), 0)])
+    (rec,) = seen
+    assert rec["clients"] == {"sampled": 3, "replied": 1, "failed": 2}  # counts, not averages
+    assert rec["nodes"] == {"sampled": [1, 2, 3], "replied": [3], "failed": [1, 2]}
 
 
 def test_wrongly_sized_confusion_is_refused_not_summed():

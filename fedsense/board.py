@@ -1,0 +1,98 @@
+"""What a run shows in TensorBoard: tags, images and hparams, from numbers.
+
+``metrics.jsonl`` keeps each round's record as the strategy builds it;
+TensorBoard groups the same numbers as ``<scope>/<metric>[/<detail>]`` with
+the server round as step: ``eval/target/macro_f1``, ``eval/client/7/macro_f1``,
+``train/loss_domain/acc``, ``adapt/disc_acc/gyro``, ``comm/bytes_up``,
+``clients/failed``, ``round/seconds``. Nothing here opens a file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+EVAL_SCOPES = ("target", "source", "client")  # record keys shown under eval/
+RENAMED = {"seconds": "round/seconds"}
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """``{"target": {"macro_f1": .9}}`` -> ``{"target/macro_f1": .9}``: finite
+    numbers only (strings, booleans, lists and ``None`` are left out)."""
+    out: dict[str, float] = {}
+    for key, value in tree.items():
+        name = f"{prefix}/{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            out[name] = float(value)
+    return out
+
+
+def scalar_tags(record: Mapping[str, Any]) -> dict[str, float]:
+    """TensorBoard tag -> value for one round's record."""
+    out: dict[str, float] = {}
+    for key, value in record.items():
+        tag = f"eval/{key}" if key in EVAL_SCOPES else RENAMED.get(key, key)
+        if isinstance(value, Mapping):
+            out.update(flatten(value, tag))
+        else:
+            out.update(flatten({tag: value}))
+    return out
+
+
+def confusion_image(cm: np.ndarray, cell: int = 0) -> np.ndarray:
+    """A confusion matrix as a ``(3, H, W)`` uint8 image: row-normalised
+    (each true class sums to 1), white = 0 to dark blue = 1, grey grid lines."""
+    cm = np.asarray(cm, dtype=np.float64)
+    k = cm.shape[0]
+    if cm.ndim != 2 or cm.shape != (k, k) or k == 0:
+        raise ValueError(f"confusion matrix must be square and non-empty, got shape {cm.shape}")
+    cell = cell or max(8, 240 // k)
+    rows = cm.sum(axis=1, keepdims=True)
+    frac = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    big = np.kron(frac, np.ones((cell, cell)))
+    rgb = np.stack([1 - 0.92 * big, 1 - 0.75 * big, 1 - 0.35 * big])
+    rgb[:, ::cell, :] = 0.6
+    rgb[:, :, ::cell] = 0.6
+    return (np.clip(rgb, 0, 1) * 255).astype(np.uint8)
+
+
+def hparams_of(config: Mapping[str, Any]) -> dict[str, float | str | bool]:
+    """Every leaf of a config dict as an HParams value: numbers and strings as
+    they are, anything else (lists, ``None``) as its JSON text."""
+    out: dict[str, float | str | bool] = {}
+
+    def walk(tree: Mapping[str, Any], prefix: str) -> None:
+        for key, value in tree.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if isinstance(value, Mapping) and value:
+                walk(value, name)
+            elif isinstance(value, (bool, int, float, str)):
+                out[name] = value
+            else:
+                out[name] = json.dumps(value)
+
+    walk(config, "")
+    return out
+
+
+def final_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
+    """The HParams tab's metrics: final target and source macro-F1 (those known)."""
+    out = {}
+    for role in ("target", "source"):
+        value = (summary.get(role) or {}).get("macro_f1")
+        if value is not None:
+            out[f"hparam/{role}_macro_f1"] = float(value)
+    return out
+
+
+def nodes_text(nodes: Mapping[str, list[int]]) -> str:
+    """Which node ids were sampled, replied and failed in a round (Markdown)."""
+    return "\n\n".join(
+        f"**{kind}** ({len(ids)}): {', '.join(map(str, ids)) or '—'}" for kind, ids in nodes.items()
+    )
