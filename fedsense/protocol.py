@@ -70,7 +70,9 @@ def stats_keys(branch: str) -> tuple[str, str, str]:
     return f"stats.{branch}.mean", f"stats.{branch}.cov", f"stats.{branch}.count"
 
 
-# MetricRecord keys, client -> server (train), per discriminator branch
+# MetricRecord keys, client -> server (train), per discriminator branch.
+# Every reply carries every branch; 0.0 for both means the device took no
+# adversarial step on that branch this round (a logistic loss is never 0).
 def loss_domain_key(branch: str) -> str:
     return f"loss-domain.{branch}"
 

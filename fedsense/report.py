@@ -55,3 +55,23 @@ def arm_table(arms: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
         cells = [fmt(mean_std(runs, k)) for k in ("target.macro_f1", "target.accuracy", "source.macro_f1")]
         lines.append(f"| {arm} | {' | '.join(cells)} | {f'{np.mean(mb):.2f}' if mb else '—'} | {count} |")
     return "\n".join(lines)
+
+
+def runs_table(summaries: Mapping[str, Mapping[str, Any]]) -> str:
+    """One Markdown table: a row per run (label -> its summary.json)."""
+    lines = [
+        "| run | method | mode | seed | rounds | target macro-F1 | target accuracy | source macro-F1 "
+        "| MB per round (up+down) | wall s | status |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    number = lambda v, d=4: "—" if v is None else f"{v:.{d}f}"  # noqa: E731
+    for label, s in summaries.items():
+        mb = per_round_bytes(s)
+        cells = [
+            label, s.get("method", "—"), s.get("mode", "—"), s.get("seed", "—"), s.get("rounds", "—"),
+            number(dotted(s, "target.macro_f1")), number(dotted(s, "target.accuracy")),
+            number(dotted(s, "source.macro_f1")), number(None if mb is None else mb / 1e6, 2),
+            number(s.get("wall_seconds"), 0), s.get("status", "—"),
+        ]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines)

@@ -1,6 +1,8 @@
 """``fedsense`` command line: run experiments and find their results.
 
     fedsense run CONFIG.yaml [--set key=value ...] [--out DIR] [--verbose]
+    fedsense plot RUN_DIR... [--out DIR]
+    fedsense compare RUN_DIR...
 
 A federated run goes through Flower's simulation engine (one virtual
 SuperNode per client); ``fed.mode: centralized`` trains the pooled source
@@ -105,10 +107,14 @@ def run_experiment(
 
     # Build (and cache) the dataset here once, before the simulated clients
     # start, and learn how many clients (subjects) it has.
+    print(f"fedsense: preparing {cfg.data.kind} data (windowing is cached after the first run) ...",
+          end="", flush=True)
+    started = time.time()
     clients = num_clients(cfg)
+    print(f" {time.time() - started:.1f}s", flush=True)
     home = run_dir / "flower"
     print(f"fedsense: {clients} clients, {cfg.fed.rounds} rounds, method {cfg.adapt.method}; "
-          f"run directory {run_dir}", flush=True)
+          f"run directory {run_dir}; starting Flower's simulation engine ...", flush=True)
     link = launcher.SuperLink.start(home)
     try:
         launcher.submit_and_wait(
@@ -200,6 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     conv_p.add_argument("--out", required=True, help="output .npz file (or folder with --per-subject)")
     conv_p.add_argument("--per-subject", action="store_true",
                         help="one file per subject (a device's data for a real SuperNode)")
+    plot_p = sub.add_parser("plot", help="PNG learning curves of one or more run directories")
+    plot_p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    plot_p.add_argument("--out", help="folder for the PNGs (default: RUN_DIR/plots for one run, ./plots for several)")
+    cmp_p = sub.add_parser("compare", help="a Markdown table of run directories' summaries")
+    cmp_p.add_argument("runs", nargs="+", metavar="RUN_DIR")
     res_p = sub.add_parser("results", help="run every experiment arm over seeds; write docs/results.md")
     res_p.add_argument("--scenarios", default="cross_user,cross_device")
     res_p.add_argument("--arms", help="comma-separated arm names (default: all)")
@@ -215,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from fl_server.launcher import RunFailed
 
-    commands = {"convert": _cmd_convert, "results": _cmd_results, "run": _cmd_run}
+    commands = {
+        "compare": _cmd_compare, "convert": _cmd_convert, "plot": _cmd_plot, "results": _cmd_results, "run": _cmd_run,
+    }
     try:
         return commands[args.command](args)
     except (ConfigError, DatasetError, FileNotFoundError) as err:
@@ -224,6 +237,47 @@ def main(argv: list[str] | None = None) -> int:
     except RunFailed as err:
         print(f"fedsense: run failed: {err}", file=sys.stderr)
         return 1
+
+
+def run_labels(paths: list[str]) -> dict[str, Path]:
+    """Short unique labels for run directories: the folder name, or as many
+    trailing path parts as it takes (``m3bat/seed-0`` beside ``dann/seed-0``)."""
+    dirs = [Path(p).expanduser().resolve() for p in paths]
+    for d in dirs:
+        if not d.is_dir():
+            raise FileNotFoundError(f"{d}: not a run directory")
+    for depth in range(1, max(len(d.parts) for d in dirs) + 1):
+        labels = ["/".join(d.parts[-depth:]) for d in dirs]
+        if len(set(labels)) == len(labels):
+            return dict(zip(labels, dirs))
+    raise ConfigError("the same run directory is given twice")
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from fedsense.plots import learning_curves
+    from fedsense.rundir import read_metrics
+
+    runs = run_labels(args.runs)
+    out = Path(args.out) if args.out else (next(iter(runs.values())) / "plots" if len(runs) == 1 else Path("plots"))
+    for label, d in runs.items():
+        if not (d / "metrics.jsonl").is_file():
+            raise FileNotFoundError(f"{d}: no metrics.jsonl (is this a fedsense run directory?)")
+    paths = learning_curves({label: read_metrics(d) for label, d in runs.items()}, out)
+    for path in paths:
+        print(f"wrote {path.resolve()}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from fedsense.report import runs_table
+
+    summaries = {}
+    for label, d in run_labels(args.runs).items():
+        if not (d / "summary.json").is_file():
+            raise FileNotFoundError(f"{d}: no summary.json (is this a fedsense run directory?)")
+        summaries[label] = json.loads((d / "summary.json").read_text())
+    print(runs_table(summaries))
+    return 0
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:

@@ -201,12 +201,17 @@ class FedSenseStrategy(FedAvg):
             norm = sum(balanced) or 1.0
             # Discriminator numbers and (federated) discriminator weights:
             # see AdaptationState.discriminator_weights.
-            self.stats.train["loss_domain"] = {
-                b: _weighted_mean(contents, protocol.loss_domain_key(b), balanced) for b in branches
-            }
-            self.stats.adapt_acc = {
-                b: _weighted_mean(contents, protocol.disc_acc_key(b), balanced) for b in branches
-            }
+            # A reply whose domain loss is 0 took no adversarial step on that
+            # branch (a logistic loss is never 0): it has no accuracy to report.
+            losses, accs = {}, {}
+            for b in branches:
+                stepped = [w if float(c[protocol.METRICS][protocol.loss_domain_key(b)]) > 0 else 0.0
+                           for c, w in zip(contents, balanced)]
+                if sum(stepped) > 0:
+                    losses[b] = _weighted_mean(contents, protocol.loss_domain_key(b), stepped)
+                    accs[b] = _weighted_mean(contents, protocol.disc_acc_key(b), stepped)
+            self.stats.train["loss_domain"] = losses
+            self.stats.adapt_acc = accs
             keys = [k for k in arrays if k.startswith("discriminators.")]
             for key in keys:
                 arrays[key] = Array(

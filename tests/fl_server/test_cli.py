@@ -71,3 +71,17 @@ def test_an_existing_run_is_never_overwritten(tmp_path, capsys):
     assert main(["run", str(SYNTHETIC), "--set", "fed.mode=centralized", "--out", str(out)]) == 2
     assert "already holds a run" in capsys.readouterr().err
     assert (out / "summary.json").read_text() == "{}"
+
+
+def test_plot_and_compare_name_what_is_not_a_run_directory(tmp_path, capsys):
+    from fl_server.cli import main, run_labels
+
+    assert main(["compare", str(tmp_path / "nope")]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["plot", str(tmp_path / "empty")]) == 2
+    assert "no metrics.jsonl" in capsys.readouterr().err
+    for arm in ("dann", "m3bat"):
+        (tmp_path / arm / "seed-0").mkdir(parents=True)
+    labels = run_labels([str(tmp_path / "dann" / "seed-0"), str(tmp_path / "m3bat" / "seed-0")])
+    assert list(labels) == ["dann/seed-0", "m3bat/seed-0"]

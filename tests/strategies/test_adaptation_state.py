@@ -73,3 +73,17 @@ def test_federated_discriminators_average_with_both_domains_counting_half():
     assert arrays["discriminators.fused.w"].numpy()[0] == pytest.approx(0.5)  # balanced
     assert s.stats.adapt_acc["fused"] == pytest.approx(0.5)
     assert s.stats.train["loss_task"] == pytest.approx(2.0)  # targets' windows carry no task loss
+
+
+def test_branches_without_an_adversarial_step_report_no_discriminator_numbers():
+    """Statistics reference, first round: no reference yet, no step, nothing to
+    average; an accuracy of 0 would read as a perfectly wrong discriminator."""
+    s = make(adaptation=AdaptationState(AdaptConfig(method="dann", alignment="statistics"), METHODS["dann"], ["fused"], 10))
+    first = train_reply(3, disc=1.0, other=1.0, n=200, target=1)
+    first.content[protocol.METRICS] = MetricRecord(
+        {**dict(first.content[protocol.METRICS]), "loss-domain.fused": 0.0, "disc-acc.fused": 0.0})
+    s.aggregate_train(1, [train_reply(1, disc=0.0, other=0.0, n=300, target=0), first])
+    assert s.stats.adapt_acc == {} and s.stats.train["loss_domain"] == {}
+    s.aggregate_train(2, [train_reply(1, disc=0.0, other=0.0, n=300, target=0),
+                          train_reply(3, disc=1.0, other=1.0, n=200, target=1)])
+    assert s.stats.adapt_acc == {"fused": pytest.approx(1.0)}  # only the target stepped
