@@ -125,6 +125,11 @@ class OutputConfig:
     name: str = ""
     message_log: bool = False  # write messages.jsonl: the fields (not values) of every reply
     histograms: bool = False  # TensorBoard histograms of the global weights at each checkpoint
+    # TensorBoard projector: at these rounds every device reports, per branch,
+    # its class centroids of held-out embeddings (classes with at least
+    # projector_min_count windows). Off by default, and so for real fleets.
+    projector_rounds: list[int] = field(default_factory=list)
+    projector_min_count: int = 5
 
 
 @dataclass(frozen=True)
@@ -282,6 +287,11 @@ def _check_values(cfg: Config) -> None:
         (cfg.adapt.stats_min_count >= 2, "adapt.stats_min_count: must be at least 2"),
         (cfg.adapt.stats_noise >= 0, "adapt.stats_noise: must be non-negative"),
         (all(w >= 0 for w in cfg.adapt.weights.values()), "adapt.weights: must be non-negative"),
+        (
+            all(1 <= r <= cfg.fed.rounds for r in cfg.output.projector_rounds),
+            f"output.projector_rounds: every round must be in [1, fed.rounds={cfg.fed.rounds}]",
+        ),
+        (cfg.output.projector_min_count >= 2, "output.projector_min_count: must be at least 2"),
         (cfg.data.synthetic.subjects >= 1, "data.synthetic.subjects: must be at least 1"),
         (cfg.data.synthetic.classes >= 2, "data.synthetic.classes: must be at least 2"),
         (

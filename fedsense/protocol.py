@@ -61,6 +61,18 @@ def cfg_weight(branch: str) -> str:
 
 # RecordDict key of the pooled source statistics (train messages, statistics alignment)
 REFERENCE = "reference"
+
+# Projector snapshot (output.projector_rounds): the evaluate config asks for it
+# with the minimum windows per class; the reply's EMBEDDINGS record holds one
+# (K, D) array of class centroids per branch, EMBED_COUNT the windows behind
+# each row (0: too few, the row is zeros).
+CFG_PROJECTOR = "projector-min-count"
+EMBEDDINGS = "embeddings"
+EMBED_COUNT = "embed-count"
+
+
+def embed_key(branch: str) -> str:
+    return f"embed.{branch}"
 # RecordDict key of a client's embedding statistics (evaluate replies)
 STATS = "stats"
 

@@ -78,6 +78,15 @@ class RunDir:
         self.writer.add_text(tag, text, server_round)
         self.writer.flush()
 
+    def log_embedding(
+        self, tag: str, points: np.ndarray, labels: list[list[str]], header: list[str], server_round: int
+    ) -> None:
+        """Points for TensorBoard's projector, one metadata row per point."""
+        if len(points):
+            self.writer.add_embedding(points, metadata=labels, metadata_header=header, tag=tag,
+                                      global_step=server_round)
+            self.writer.flush()
+
     def log_histograms(self, server_round: int, arrays: Mapping[str, np.ndarray]) -> None:
         """One histogram per array, tagged ``weights/<parameter name>``."""
         for name, value in arrays.items():

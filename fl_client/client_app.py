@@ -17,6 +17,7 @@ from fedsense.adaptation.statistics import from_wire, privatize, to_wire
 from fedsense.adaptation.training import Adversarial, embedding_stats, renormalize, train_adversarial
 from fedsense.config import Config
 from fedsense.data.clients import ClientData, load_client_data
+from fedsense.embeddings import class_centroids
 from fedsense.engine import evaluate as evaluate_model
 from fedsense.engine import train_supervised
 from fedsense.models import DataSpec, MultimodalNet, build_run_model
@@ -131,7 +132,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     result = evaluate_model(model, data.test, num_classes)
     cm = np.asarray(result["confusion"], dtype=np.int64)
     content = RecordDict()
-    extra: dict[str, int] = {}
+    extra: dict[str, int | list[int]] = {}
     if needs_statistics(sharing.method, cfg.adapt.alignment, cfg.adapt.branch_weights):
         # Statistics of the training windows under the new global model: the
         # next round's reference is computed with the model it starts from.
@@ -143,6 +144,11 @@ def evaluate(msg: Message, context: Context) -> Message:
         }
         arrays, extra = to_wire(stats)
         content[protocol.STATS] = _record(arrays)
+    config = msg.content[protocol.CONFIG]
+    if protocol.CFG_PROJECTOR in config:  # a projector snapshot: class centroids, no single window
+        centroids, counts = class_centroids(model, data.test, num_classes, int(config[protocol.CFG_PROJECTOR]))
+        content[protocol.EMBEDDINGS] = _record({protocol.embed_key(b): c for b, c in centroids.items()})
+        extra[protocol.EMBED_COUNT] = counts
     content[protocol.METRICS] = MetricRecord(
         {
             protocol.NUM_EXAMPLES: int(result["windows"]),

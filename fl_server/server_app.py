@@ -57,7 +57,10 @@ def main(grid: Grid, context: Context) -> None:
         log.info("%d clients (%s); model has %d parameters", len(nodes), roles, extra["parameters"])
 
         def on_round_end(server_round: int, record: dict, arrays: ArrayRecord) -> None:
-            run.log_round(server_round, {k: v for k, v in record.items() if k != "confusion"})
+            run.log_round(server_round, {k: v for k, v in record.items() if k not in ("confusion", "projector")})
+            for branch, snap in record.get("projector", {}).items():
+                run.log_embedding(f"embeddings/{branch}", np.asarray(snap["points"], np.float32),
+                                  snap["labels"], ["role", "client", "class"], server_round)
             for role, cm in record.get("confusion", {}).items():
                 run.log_image(f"eval/{role}/confusion", confusion_image(np.asarray(cm)), server_round)
             run.log_text("clients/nodes", nodes_text(record["nodes"]), server_round)
@@ -84,6 +87,8 @@ def main(grid: Grid, context: Context) -> None:
             adaptation=adaptation,
             min_replies=cfg.fed.min_clients,
             on_round_end=on_round_end,
+            projector_rounds=cfg.output.projector_rounds,
+            projector_min_count=cfg.output.projector_min_count,
             fraction_train=cfg.fed.fraction_train,
             fraction_evaluate=cfg.fed.fraction_evaluate,
             min_train_nodes=min(cfg.fed.min_clients, len(nodes)),

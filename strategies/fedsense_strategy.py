@@ -79,6 +79,23 @@ def _client_id(msg: Message) -> str:
     return str(partition) if partition >= 0 else f"node-{msg.metadata.src_node_id}"
 
 
+def _add_centroids(projector: dict[str, dict[str, list]], msg: Message, role: str) -> None:
+    """Append a reply's reported class centroids (rows with a count) per branch,
+    labelled ``[role, client, class]``."""
+    counts = msg.content[protocol.METRICS].get(protocol.EMBED_COUNT, [])
+    client = _client_id(msg)
+    for key, arr in msg.content[protocol.EMBEDDINGS].items():
+        branch = key.removeprefix(protocol.embed_key(""))
+        rows = arr.numpy()
+        if rows.ndim != 2 or rows.shape[0] != len(counts) or not np.isfinite(rows).all():
+            continue  # malformed: shown nowhere rather than misplaced
+        entry = projector.setdefault(branch, {"points": [], "labels": []})
+        for c, (row, n) in enumerate(zip(rows, counts)):
+            if n > 0:
+                entry["points"].append(row.tolist())
+                entry["labels"].append([role, client, str(c)])
+
+
 def _reply_order(msg: Message) -> tuple[int, int]:
     metrics = msg.content[protocol.METRICS]
     return int(metrics.get(protocol.PARTITION, -1)), int(msg.metadata.src_node_id)
@@ -111,6 +128,9 @@ class FedSenseStrategy(FedAvg):
         on_reply: called with ``(message type, inventory)`` for every reply with
             content: what left a device, for ``output.message_log``.
         min_replies: fewer successful train replies than this fail the run.
+        projector_rounds: rounds whose evaluation also asks every device for
+            class centroids of its embeddings (``record["projector"]``).
+        projector_min_count: fewest windows behind a reported centroid.
     """
 
     def __init__(
@@ -121,6 +141,8 @@ class FedSenseStrategy(FedAvg):
         adaptation: AdaptationState | None = None,
         on_round_end: Callable[[int, dict[str, Any], ArrayRecord], None] | None = None,
         on_reply: Callable[[str, dict[str, Any]], None] | None = None,
+        projector_rounds: Iterable[int] = (),
+        projector_min_count: int = 5,
         **fedavg: Any,
     ) -> None:
         super().__init__(**fedavg)
@@ -129,6 +151,8 @@ class FedSenseStrategy(FedAvg):
         self.adaptation = adaptation
         self.on_round_end = on_round_end
         self.on_reply = on_reply
+        self.projector_rounds = set(projector_rounds)
+        self.projector_min_count = projector_min_count
         self.stats = RoundStats()
         self.totals = {"bytes_up": 0, "bytes_down": 0}
         self.current_arrays: ArrayRecord | None = None
@@ -226,6 +250,8 @@ class FedSenseStrategy(FedAvg):
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        if server_round in self.projector_rounds:
+            config = ConfigRecord({**dict(config), protocol.CFG_PROJECTOR: self.projector_min_count})
         messages = list(super().configure_evaluate(server_round, arrays, config, grid))
         self.stats.bytes_down += sum(record_nbytes(m.content) for m in messages)
         return messages
@@ -236,6 +262,7 @@ class FedSenseStrategy(FedAvg):
         sums = {"source": np.zeros((k, k), np.int64), "target": np.zeros((k, k), np.int64)}
         clients = {"source": 0, "target": 0}
         per_client: dict[str, dict[str, float]] = {}
+        projector: dict[str, dict[str, list]] = {}
         reported: dict[str, list] = {"source": [], "target": []}
         for msg in sorted(valid, key=_reply_order):
             metrics = msg.content[protocol.METRICS]
@@ -250,6 +277,8 @@ class FedSenseStrategy(FedAvg):
             sums[role] += flat.reshape(k, k)
             clients[role] += 1
             per_client[_client_id(msg)] = {"macro_f1": macro_f1(flat.reshape(k, k))}
+            if protocol.EMBEDDINGS in msg.content:
+                _add_centroids(projector, msg, role)
         record: dict[str, Any] = {}
         for role in ("target", "source"):
             if clients[role]:
@@ -280,6 +309,8 @@ class FedSenseStrategy(FedAvg):
         record["nodes"] = {"sampled": self.stats.sampled, "replied": self.stats.replied, "failed": failed}
         record["seconds"] = round(time.time() - self.stats.started, 3)
         record["confusion"] = {r: sums[r].tolist() for r in sums if clients[r]}
+        if projector:
+            record["projector"] = projector
         self.history.append(record)
         if self.on_round_end is not None and self.current_arrays is not None:
             self.on_round_end(server_round, record, self.current_arrays)

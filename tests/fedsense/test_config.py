@@ -258,6 +258,9 @@ def test_unknown_registry_name_lists_valid(key: str, valid: list[str]) -> None:
         ("data.shifts=[{mirror: [w]}]", "data.shifts[0].mirror"),
         ("data.shifts=[{noise: -1}]", "data.shifts[0].noise"),
         ("data.shifts=[{resample: 0}]", "data.shifts[0].resample"),
+        ("output.projector_rounds=[0]", "output.projector_rounds"),
+        ("output.projector_rounds=[21]", "output.projector_rounds"),  # default fed.rounds is 20
+        ("output.projector_min_count=1", "output.projector_min_count"),
     ],
 )
 def test_range_checks_name_the_key(override: str, key: str) -> None:

@@ -147,3 +147,27 @@ def test_scrambling_target_labels_changes_no_trained_weight(tmp_path, monkeypatc
         assert np.array_equal(out["true"][k], out["scrambled"][k]), k
     for k in out["true-local"]:
         assert np.array_equal(out["true-local"][k], out["scrambled-local"][k]), k
+
+
+def test_projector_snapshot_sends_listed_fixed_size_centroids_only(tmp_path):
+    """output.projector_rounds: class centroids, whose size never follows the window count."""
+    from fedsense.adaptation import METHODS as REG
+    from fedsense.config import ModelConfig
+    from fedsense.models import DataSpec, build_model
+    from fedsense.params import shared_arrays
+
+    allowed = allowed_fields()
+    model = build_model(DataSpec({"acc": (3, 64), "gyro": (3, 64)}, 4), ModelConfig(channels=[16, 32], embed_dim=32), 0)
+    start = shared_arrays(model, REG["none"])
+    found = []
+    for windows in (20, 40):
+        msg = _message(MessageType.EVALUATE, start)
+        msg.content[protocol.CONFIG] = ConfigRecord({**dict(msg.content[protocol.CONFIG]), protocol.CFG_PROJECTOR: 3})
+        ctx = _context(5, tmp_path / str(windows), f"data.synthetic.windows_per_class={windows}")
+        found.append(inventory("evaluate", evaluate(msg, ctx)))
+    assert found[0] == found[1]
+    assert found[0]["evaluate.embeddings:embed.fused"] == (4, 64)  # K classes x fused width
+    assert found[0]["evaluate.metrics:embed-count"] == ("list", 4)
+    for field in found[0]:
+        record, key = field.split(":", 1)
+        assert any(fnmatch.fnmatch(key, p) for p in allowed[record]), field

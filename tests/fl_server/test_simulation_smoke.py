@@ -34,7 +34,8 @@ def processes_with_home(home: Path) -> list[int]:
 def smoke_run(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("smoke")
     return run_experiment(  # M3BAT: every scope of the TensorBoard tags has something to show
-        SYNTHETIC, ["fed.rounds=2", "adapt.method=m3bat", f"data.cache_dir={tmp / 'cache'}"], out=str(tmp / "run")
+        SYNTHETIC, ["fed.rounds=2", "adapt.method=m3bat", "output.projector_rounds=[2]", f"data.cache_dir={tmp / 'cache'}"],
+        out=str(tmp / "run"),
     )
 
 
@@ -98,6 +99,14 @@ def test_tensorboard_tags_steps_and_ranges(smoke_run: Path):
     assert [i.step for i in acc.Images("eval/target/confusion")] == [1, 2]
     assert {"config/text_summary", "clients/nodes/text_summary"} <= set(acc.Tags()["tensors"])
     assert "_hparams_/session_start_info" in acc.PluginTagToContent("hparams")
+    # the projector snapshot of round 2: class centroids per branch, labelled by role, client, class
+    projector = (smoke_run / "tb" / "projector_config.pbtxt").read_text()
+    for branch in ("acc", "gyro", "fused"):
+        assert f'tensor_name: "embeddings/{branch}:00002"' in projector  # tag:step
+    tsv = smoke_run / "tb" / "00002" / "embeddings%2ffused" / "metadata.tsv"  # the tag, URL-quoted
+    rows = [line.split("\t") for line in tsv.read_text().splitlines()]
+    assert rows[0] == ["role", "client", "class"] and len(rows) > 1
+    assert {r[0] for r in rows[1:]} == {"source", "target"} and {r[1] for r in rows[1:]} == set(map(str, range(6)))
 
 
 def test_checkpoints_are_real(smoke_run: Path):

@@ -153,3 +153,38 @@ def test_aggregate_does_not_depend_on_reply_order():
     first, _ = make().aggregate_train(1, replies)
     shuffled, _ = make().aggregate_train(1, [replies[i] for i in rng.permutation(12)])
     np.testing.assert_array_equal(first["w"].numpy(), shuffled["w"].numpy())  # bit-identical
+
+
+def test_projector_rounds_ask_for_centroids_and_collect_labelled_points():
+    seen = []
+    s = make(on_round_end=lambda r, rec, arrays: seen.append(rec), projector_rounds=[2], projector_min_count=4)
+    s.current_arrays = ArrayRecord({"w": Array(np.zeros(1, np.float32))})
+
+    def with_centroids(node, target, rows, counts):
+        msg = eval_reply(node, np.eye(2, dtype=int), target)
+        msg.content[protocol.EMBEDDINGS] = ArrayRecord({"embed.fused": Array(np.asarray(rows, np.float32))})
+        msg.content[protocol.METRICS] = MetricRecord({**dict(msg.content[protocol.METRICS]), protocol.EMBED_COUNT: counts})
+        return msg
+
+    good = with_centroids(1, 0, [[1.0, 2.0], [0.0, 0.0]], [9, 0])
+    target = with_centroids(2, 1, [[3.0, 4.0], [5.0, 6.0]], [4, 7])
+    broken = with_centroids(3, 0, [[np.nan, 0.0], [1.0, 1.0]], [5, 5])  # not finite: left out
+    s.aggregate_evaluate(2, [good, target, broken])
+    assert seen[-1]["projector"] == {"fused": {
+        "points": [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]],
+        "labels": [["source", "1", "0"], ["target", "2", "0"], ["target", "2", "1"]],
+    }}
+    s.aggregate_evaluate(3, [eval_reply(1, np.eye(2, dtype=int), 0)])
+    assert "projector" not in seen[-1]
+
+
+def test_only_projector_rounds_carry_the_request(monkeypatch):
+    from flwr.app import ConfigRecord
+    from flwr.serverapp.strategy import FedAvg
+
+    captured = []
+    monkeypatch.setattr(FedAvg, "configure_evaluate", lambda self, r, a, config, g: captured.append(dict(config)) or [])
+    s = make(projector_rounds=[2], projector_min_count=6)
+    for r in (1, 2):
+        s.configure_evaluate(r, ArrayRecord(), ConfigRecord({"num-classes": 2}), grid=None)
+    assert protocol.CFG_PROJECTOR not in captured[0] and captured[1][protocol.CFG_PROJECTOR] == 6
