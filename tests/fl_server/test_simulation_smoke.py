@@ -12,7 +12,7 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from fl_server import launcher
-from fl_server.cli import run_experiment
+from fl_server.cli import convert, run_experiment
 from tests.conftest import SYNTHETIC
 
 
@@ -33,8 +33,13 @@ def processes_with_home(home: Path) -> list[int]:
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("smoke")
-    return run_experiment(  # M3BAT: every scope of the TensorBoard tags has something to show
-        SYNTHETIC, ["fed.rounds=2", "adapt.method=m3bat", "output.projector_rounds=[2]", f"data.cache_dir={tmp / 'cache'}"],
+    # An npz dataset (any dataset in DESIGN.md's format runs unchanged) and
+    # M3BAT, so every scope of the TensorBoard tags has something to show.
+    (data,) = convert(SYNTHETIC, [f"data.cache_dir={tmp / 'cache'}"], str(tmp / "fleet.npz"), per_subject=False)
+    return run_experiment(
+        SYNTHETIC,
+        ["data.kind=npz", f"data.path={data}", "data.target_domains=[6]", "fed.rounds=2", "adapt.method=m3bat",
+         "output.projector_rounds=[2]", f"data.cache_dir={tmp / 'cache'}"],
         out=str(tmp / "run"),
     )
 
