@@ -50,8 +50,10 @@ def arm_table(arms: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
     ]
     for arm, runs in arms.items():
         done = [r for r in runs if r.get("status") == "completed"]
+        missing = sum(r.get("status") == "missing" for r in runs)  # not run yet
+        failed = len(runs) - len(done) - missing
         mb = [b / 1e6 for r in done if (b := per_round_bytes(r))]
-        count = f"{len(done)}" + (f" ({len(runs) - len(done)} failed)" if len(done) < len(runs) else "")
+        count = f"{len(done)}" + (f" of {len(runs)}" if missing else "") + (f" ({failed} failed)" if failed else "")
         cells = [fmt(mean_std(runs, k)) for k in ("target.macro_f1", "target.accuracy", "source.macro_f1")]
         lines.append(f"| {arm} | {' | '.join(cells)} | {f'{np.mean(mb):.2f}' if mb else '—'} | {count} |")
     return "\n".join(lines)

@@ -218,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     res_p.add_argument("--out", default="runs/results", help="where the runs go")
     res_p.add_argument("--doc", default="docs/results.md", help="the Markdown file written")
     res_p.add_argument("--reuse", action="store_true", help="keep runs already completed under --out")
+    res_p.add_argument("--no-run", action="store_true",
+                       help="start nothing: write the page from the runs completed so far")
     args = parser.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so `finally` blocks stop the SuperLink we started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -296,6 +298,7 @@ def _cmd_results(args: argparse.Namespace) -> int:
         Path(args.out).resolve(),
         Path(args.doc),
         args.reuse,
+        run=not args.no_run,
     )
     print(f"wrote {doc}")
     return 0

@@ -37,17 +37,20 @@ def arms_of(scenario: str) -> list[str]:
     return [a for a in ARM_ORDER if a in found] + sorted(found - set(ARM_ORDER))
 
 
-def run_arm(scenario: str, arm: str, seed: int, out: Path, reuse: bool) -> dict[str, Any]:
-    """One run's summary (fresh, or reused when asked and complete)."""
+def run_arm(scenario: str, arm: str, seed: int, out: Path, reuse: bool, run: bool = True) -> dict[str, Any]:
+    """One run's summary (fresh, or reused when asked and complete). With
+    ``run=False`` nothing starts: a run not completed yet is ``missing``."""
     from fl_server.cli import run_experiment
     from fl_server.launcher import RunFailed
 
     run_dir = out / scenario / arm / f"seed-{seed}"
     summary_path = run_dir / "summary.json"
-    if reuse and summary_path.exists():
+    if (reuse or not run) and summary_path.exists():
         summary = json.loads(summary_path.read_text())
         if summary.get("status") == "completed":
             return summary
+    if not run:
+        return {"status": "missing", "seed": seed}
     print(f"\n== {scenario} / {arm} / seed {seed} ==", flush=True)
     if run_dir.exists():  # a fresh run: nothing of an earlier one may be reported as it
         shutil.rmtree(run_dir)
@@ -109,6 +112,11 @@ def render(results: dict[str, dict[str, list[dict]]], seeds: list[int], command:
         "",
         f"Regenerate with `{command}` (written {time.strftime('%Y-%m-%d')}).",
     ]
+    runs = [r for arms in results.values() for rs in arms.values() for r in rs]
+    missing = sum(r.get("status") == "missing" for r in runs)
+    if missing:
+        parts += ["", f"**Partial:** {len(runs) - missing} of {len(runs)} runs are in (the `runs` column says "
+                  f"which arm has how many); `{command} --reuse` runs the other {missing} and keeps these."]
     for scenario, arms in results.items():
         parts += ["", f"## {scenario.replace('_', '-')}", "", arm_table(arms), ""]
         parts += acceptance_lines(arms) or ["(acceptance checks need the source-only, DANN, oracle and M3BAT arms)"]
@@ -116,12 +124,15 @@ def render(results: dict[str, dict[str, list[dict]]], seeds: list[int], command:
 
 
 def regenerate(
-    scenarios: list[str], arms: list[str] | None, seeds: list[int], out: Path, doc: Path, reuse: bool
+    scenarios: list[str], arms: list[str] | None, seeds: list[int], out: Path, doc: Path, reuse: bool,
+    run: bool = True,
 ) -> Path:
+    """Run (or, with ``run=False``, only collect) every arm over the seeds and
+    write the Markdown page."""
     results: dict[str, dict[str, list[dict]]] = {}
     for scenario in scenarios:
         chosen = [a for a in arms_of(scenario) if arms is None or a in arms]
-        results[scenario] = {a: [run_arm(scenario, a, s, out, reuse) for s in seeds] for a in chosen}
+        results[scenario] = {a: [run_arm(scenario, a, s, out, reuse, run) for s in seeds] for a in chosen}
         doc.parent.mkdir(parents=True, exist_ok=True)  # rewrite after each scenario: progress survives
         doc.write_text(render(results, seeds, _command(scenarios, arms, seeds)))
     return doc

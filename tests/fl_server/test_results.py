@@ -46,3 +46,18 @@ def test_comparisons_use_only_seeds_all_arms_have(tmp_path):
     load = lambda arm: [json.loads(p.read_text()) for p in sorted((tmp_path / "cross_device" / arm).glob("*/summary.json"))]  # noqa: E731
     lines = results.acceptance_lines({a: load(a) for a in ("source_only", "target_oracle", "m3bat_federated")})
     assert lines == ["- m3bat_federated: recovers 75% of the source-only → target_oracle gap (meets the ≥ 50 % bar; seeds 0)"]
+
+
+def test_no_run_writes_a_partial_page_and_starts_nothing(tmp_path, monkeypatch):
+    import fl_server.cli as cli
+
+    monkeypatch.setattr(cli, "run_experiment", lambda *a, **k: (_ for _ in ()).throw(AssertionError("ran")))
+    write(tmp_path / "runs", "cross_device", "source_only", 0, 0.4)
+    write(tmp_path / "runs", "cross_device", "source_only", 1, 0.5)
+    doc = results.regenerate(["cross_device"], ["source_only", "dann"], [0, 1, 2], tmp_path / "runs",
+                             tmp_path / "r.md", reuse=False, run=False)
+    text = doc.read_text()
+    assert "| source_only | 0.450 ± 0.050 |" in text and "| 2 of 3 |" in text
+    assert "| dann | — | — | — | — | 0 of 3 |" in text
+    assert "**Partial:** 2 of 6 runs are in" in text and "runs the other 4" in text
+    assert not (tmp_path / "runs" / "cross_device" / "dann").exists()
