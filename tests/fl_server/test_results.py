@@ -61,3 +61,14 @@ def test_no_run_writes_a_partial_page_and_starts_nothing(tmp_path, monkeypatch):
     assert "| dann | — | — | — | — | 0 of 3 |" in text
     assert "**Partial:** 2 of 6 runs are in" in text and "runs the other 4" in text
     assert not (tmp_path / "runs" / "cross_device" / "dann").exists()
+
+
+def test_a_gap_too_small_to_share_is_said_not_divided(tmp_path):
+    def load(arm):
+        return [json.loads((tmp_path / "cross_user" / arm / "seed-0" / "summary.json").read_text())]
+
+    write(tmp_path, "cross_user", "source_only", 0, 0.974)
+    write(tmp_path, "cross_user", "target_oracle", 0, 0.980)
+    write(tmp_path, "cross_user", "m3bat_bn", 0, 0.962)
+    lines = results.acceptance_lines({a: load(a) for a in ("source_only", "target_oracle", "m3bat_bn")})
+    assert lines == ["- m3bat_bn: no gap to recover: target_oracle − source-only = +0.006 (under 0.02; seeds 0)"]
