@@ -18,8 +18,14 @@ RUN_OVERRIDES = "overrides"
 # Node config (set per SuperNode by the runtime)
 NODE_PARTITION_ID = "partition-id"
 NODE_NUM_PARTITIONS = "num-partitions"
-NODE_DATA_PATH = "data-path"
-NODE_ROLE = "role"
+NODE_DATA_PATH = "data-path"  # a real device's own windows (npz of DESIGN.md)
+NODE_ROLE = "role"  # optional on a device: "source" or "target" (default: from its domain)
+# With data-path, partition-id is optional: the device's number in its fleet
+# (seeds its local shuffling, names it in metrics); without it, node id names it.
+
+# Error code of a reply that refuses bad input on the device (its data or
+# config); Flower's own codes are small integers.
+ERROR_BAD_INPUT = 4000
 
 # ConfigRecord keys, server -> client
 CFG_ROUND = "server-round"  # injected by Flower's FedAvg
@@ -30,7 +36,7 @@ CFG_LR = "lr"
 # MetricRecord keys, client -> server
 NUM_EXAMPLES = "num-examples"  # weight of the reply (training windows used)
 IS_TARGET = "is-target"  # 1 for a target client, 0 for a source client
-PARTITION = "partition-id"  # which simulated client (or -1 on a real device)
+PARTITION = "partition-id"  # which simulated client (a device's partition-id, or -1)
 LOSS_TASK = "loss-task"  # mean cross-entropy of the local training steps
 TASK_WINDOWS = "task-windows"  # labelled windows behind loss-task (its weight)
 TRAIN_STEPS = "train-steps"

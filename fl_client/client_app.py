@@ -4,18 +4,27 @@ Shared weights arrive in the message; device-only parts (BatchNorm statistics
 under FedBN, discriminators under the statistics-reference design) live in
 ``context.state`` between rounds. A target client's labels were removed when
 its data were loaded.
+
+Bad input on the device (a missing or malformed data file, a bad node or run
+config) is answered with an error reply naming what is wrong, so the server
+logs and counts it and the round goes on with the other devices.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
+from collections.abc import Callable
+
 import numpy as np
-from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, Context, Error, Message, MetricRecord, RecordDict
 
 from fedsense import protocol
 from fedsense.adaptation import METHODS, needs_statistics
 from fedsense.adaptation.statistics import from_wire, privatize, to_wire
 from fedsense.adaptation.training import Adversarial, embedding_stats, renormalize, train_adversarial
-from fedsense.config import Config
+from fedsense.config import Config, ConfigError
+from fedsense.data.base import DatasetError
 from fedsense.data.clients import ClientData, load_client_data
 from fedsense.embeddings import class_centroids
 from fedsense.engine import evaluate as evaluate_model
@@ -28,6 +37,25 @@ from flwr.clientapp import ClientApp
 LOCAL_STATE = "fedsense-local"  # context.state key of the device-only arrays
 
 app = ClientApp()
+log = logging.getLogger("fedsense.client")
+
+Handler = Callable[[Message, Context], Message]
+
+
+def refuses_bad_input(handler: Handler) -> Handler:
+    """Answer bad input on this device with an error reply instead of a crash:
+    one line naming the problem, for the server's log and the operator's."""
+
+    @functools.wraps(handler)
+    def wrapped(msg: Message, context: Context) -> Message:
+        try:
+            return handler(msg, context)
+        except (ConfigError, DatasetError) as err:
+            reason = f"{type(err).__name__}: {err}"
+            log.error("fedsense client refused %s: %s", msg.metadata.message_type, reason)
+            return Message(Error(code=protocol.ERROR_BAD_INPUT, reason=reason), reply_to=msg)
+
+    return wrapped
 
 
 def _arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
@@ -76,6 +104,7 @@ def _adversarial(msg: Message, cfg: Config, model: MultimodalNet) -> Adversarial
 
 
 @app.train()
+@refuses_bad_input
 def train(msg: Message, context: Context) -> Message:
     cfg, data, sharing, model = _setup(msg, context)
     config = msg.content[protocol.CONFIG]
@@ -121,6 +150,7 @@ def train(msg: Message, context: Context) -> Message:
 
 
 @app.evaluate()
+@refuses_bad_input
 def evaluate(msg: Message, context: Context) -> Message:
     cfg, data, sharing, model = _setup(msg, context)
     num_classes = int(msg.content[protocol.CONFIG][protocol.CFG_NUM_CLASSES])
@@ -163,6 +193,7 @@ def evaluate(msg: Message, context: Context) -> Message:
 
 
 @app.query()
+@refuses_bad_input
 def query(msg: Message, context: Context) -> Message:
     """The data specification of this client: shapes and counts, no samples."""
     cfg = config_from_run(context.run_config)

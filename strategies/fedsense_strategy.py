@@ -305,8 +305,11 @@ class FedSenseStrategy(FedAvg):
             "sampled": len(self.stats.sampled),
             "replied": len(self.stats.replied),
             "failed": len(failed),
+            "errors": len(self.stats.errors),  # error replies of train and evaluate
         }
         record["nodes"] = {"sampled": self.stats.sampled, "replied": self.stats.replied, "failed": failed}
+        if self.stats.errors:
+            record["errors"] = list(self.stats.errors)  # "node <id>: <reason>", metrics.jsonl only
         record["seconds"] = round(time.time() - self.stats.started, 3)
         record["confusion"] = {r: sums[r].tolist() for r in sums if clients[r]}
         if projector:

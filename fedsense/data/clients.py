@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -25,7 +26,7 @@ class ClientData:
     train: Dataset  # labels are -1 throughout for a target client
     test: Dataset
     role: Literal["source", "target"]
-    partition_id: int  # -1 on a real device
+    partition_id: int  # a real device's optional partition-id, else -1
 
     def domain_labels(self) -> np.ndarray:
         """``(N,)`` float32 domain label of each training window: 1 target, 0 source."""
@@ -59,10 +60,13 @@ def num_clients(cfg: Config) -> int:
     return len(_partition(cfg, cached_dataset(cfg.data, cfg.seed)))
 
 
-def _device_data(cfg: Config, path: str, role: str | None) -> ClientData:
+def _device_data(cfg: Config, path: str, role: str | None, pid: int) -> ClientData:
     from fedsense.data.npz import load_npz
     from fedsense.data.partition import split_indices
 
+    if not Path(path).is_absolute():
+        # the ClientApp runs in a process whose working directory is not the operator's
+        raise DatasetError(f"node config data-path={path!r}: give an absolute path")
     ds = load_npz(path, list(cfg.data.modalities) or None)
     if role is None:
         domains = set(int(d) for d in np.unique(ds.domain))
@@ -70,7 +74,7 @@ def _device_data(cfg: Config, path: str, role: str | None) -> ClientData:
     if role not in ("source", "target"):
         raise DatasetError(f"node config role={role!r}: must be 'source' or 'target'")
     train, test = split_indices(ds.y, cfg.data.test_fraction)
-    return _finish(cfg, ds.subset(train), ds.subset(test), role, -1)  # type: ignore[arg-type]
+    return _finish(cfg, ds.subset(train), ds.subset(test), role, pid)  # type: ignore[arg-type]
 
 
 def _finish(
@@ -84,7 +88,8 @@ def _finish(
 def load_client_data(cfg: Config, node_config: Mapping[str, object]) -> ClientData:
     """The data of the client described by a SuperNode's ``node_config``.
 
-    ``data-path`` (a real device's npz) wins; otherwise ``partition-id`` and
+    ``data-path`` (a real device's npz) wins, with an optional ``role`` and
+    ``partition-id`` (the device's number); otherwise ``partition-id`` and
     ``num-partitions`` select one subject of the configured dataset.
     """
     from fedsense import protocol
@@ -92,7 +97,12 @@ def load_client_data(cfg: Config, node_config: Mapping[str, object]) -> ClientDa
 
     if protocol.NODE_DATA_PATH in node_config:
         role = node_config.get(protocol.NODE_ROLE)
-        return _device_data(cfg, str(node_config[protocol.NODE_DATA_PATH]), role and str(role))
+        number = node_config.get(protocol.NODE_PARTITION_ID, -1)
+        try:
+            pid = int(number)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise DatasetError(f"node config partition-id={number!r}: expected an integer") from None
+        return _device_data(cfg, str(node_config[protocol.NODE_DATA_PATH]), role and str(role), pid)
     if protocol.NODE_PARTITION_ID not in node_config:
         raise DatasetError(
             "this node has neither 'data-path' nor 'partition-id' in its node config; "

@@ -11,6 +11,8 @@ from flwr.app import (
 )
 
 from fedsense import protocol
+from fedsense.config import ConfigError
+from fedsense.data.base import DatasetError
 from fedsense.adaptation import METHODS
 from fedsense.models import DataSpec, build_model
 from fedsense.params import shared_arrays
@@ -103,6 +105,35 @@ def test_query_describes_data_without_samples(tmp_path):
     assert spec.num_classes == 4
     assert not reply.content.array_records
     assert all(not isinstance(v, list) for v in metrics.values()), "a query reply carries no lists"
+
+
+def _device_context(data_path: str, tmp_path) -> Context:
+    ctx = _context(0, tmp_path)
+    return Context(run_id=1, node_id=7, node_config={protocol.NODE_DATA_PATH: data_path},
+                   state=RecordDict(), run_config=ctx.run_config)
+
+
+@pytest.mark.parametrize("handler, kind", [(train, MessageType.TRAIN), (evaluate, MessageType.EVALUATE),
+                                           (query, protocol.QUERY_MESSAGE)])
+def test_bad_device_data_is_an_error_reply_naming_the_problem(tmp_path, model_cfg, handler, kind):
+    broken = tmp_path / "broken.npz"
+    np.savez(broken, x_acc=np.zeros((4, 3, 64), np.float32), subject=np.zeros(4, np.int64))  # no "y"
+    for path, named in [(str(tmp_path / "absent.npz"), "absent.npz"), (str(broken), "'y'")]:
+        reply = handler(_message(kind, _global_arrays(model_cfg)), _device_context(path, tmp_path))
+        assert reply.has_error() and not reply.has_content()
+        assert reply.error.code == protocol.ERROR_BAD_INPUT
+        assert reply.error.reason.startswith("DatasetError: ") and named in reply.error.reason
+        assert "Traceback" not in reply.error.reason
+
+
+def test_a_bug_is_not_disguised_as_bad_input(tmp_path, model_cfg):
+    # Only bad input becomes an error reply; anything else still raises (Flower
+    # then reports it with its traceback in the device's log).
+    arrays = _global_arrays(model_cfg)
+    del arrays[next(iter(arrays))]
+    with pytest.raises(Exception) as info:
+        train(_message(MessageType.TRAIN, arrays), _context(0, tmp_path))
+    assert not isinstance(info.value, (ConfigError, DatasetError))
 
 
 def test_mismatched_global_arrays_fail_with_clear_error(tmp_path, model_cfg):

@@ -137,10 +137,22 @@ def test_device_explicit_role_wins(tmp_path: Path, device_file: Path) -> None:
 
 
 def test_device_path_wins_over_partition_id(tmp_path: Path, device_file: Path) -> None:
+    # partition-id beside data-path is the device's number, not a subject of the config's dataset
     node = {protocol.NODE_DATA_PATH: str(device_file), protocol.NODE_PARTITION_ID: 0}
     c = load_client_data(cfg_with(tmp_path), node)
-    assert c.partition_id == -1
+    assert c.partition_id == 0
     assert set(c.train.subject.tolist()) == {3}
+
+
+def test_device_bad_partition_id(tmp_path: Path, device_file: Path) -> None:
+    node = {protocol.NODE_DATA_PATH: str(device_file), protocol.NODE_PARTITION_ID: "first"}
+    with pytest.raises(DatasetError, match="partition-id='first'.*integer"):
+        load_client_data(cfg_with(tmp_path), node)
+
+
+def test_device_relative_path_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="data-path='device.npz'.*absolute"):
+        load_client_data(cfg_with(tmp_path), {protocol.NODE_DATA_PATH: "device.npz"})
 
 
 def test_device_bad_role(tmp_path: Path, device_file: Path) -> None:
