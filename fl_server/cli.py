@@ -3,11 +3,15 @@
     fedsense run CONFIG.yaml [--set key=value ...] [--out DIR] [--verbose]
     fedsense plot RUN_DIR... [--out DIR]
     fedsense compare RUN_DIR...
+    fedsense fleet up --devices N --data DATA.npz --dir DIR [--tls] [--auth]
+    fedsense fleet run DIR CONFIG.yaml [--set key=value ...] [--out RUN_DIR]
+    fedsense fleet start DIR DEVICE | status DIR | down DIR
 
 A federated run goes through Flower's simulation engine (one virtual
 SuperNode per client); ``fed.mode: centralized`` trains the pooled source
 data in this process instead. Either way the run directory of DESIGN.md is
-written and its path printed.
+written and its path printed. ``fedsense fleet`` runs the same apps on real
+SuperLink and SuperNode processes (Flower's deployment engine) on this machine.
 """
 
 from __future__ import annotations
@@ -121,8 +125,7 @@ def run_experiment(
             home=home,
             config_file=config_file,
             overrides=pinned,
-            num_supernodes=clients,
-            cpus_per_client=cfg.fed.num_cpus_per_client,
+            federation_config=launcher.simulation_federation(clients, cfg.fed.num_cpus_per_client),
             verbose=verbose,
             on_poll=_Progress(run_dir, cfg.fed.rounds),
         )
@@ -220,16 +223,19 @@ def main(argv: list[str] | None = None) -> int:
     res_p.add_argument("--reuse", action="store_true", help="keep runs already completed under --out")
     res_p.add_argument("--no-run", action="store_true",
                        help="start nothing: write the page from the runs completed so far")
+    _fleet_parser(sub)
     args = parser.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so `finally` blocks stop the SuperLink we started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
                         format="%(name)s %(levelname)s %(message)s")
 
+    from fl_server.fleet import FleetError
     from fl_server.launcher import RunFailed
 
     commands = {
         "compare": _cmd_compare, "convert": _cmd_convert, "plot": _cmd_plot, "results": _cmd_results, "run": _cmd_run,
+        "fleet": _cmd_fleet,
     }
     try:
         return commands[args.command](args)
@@ -238,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except RunFailed as err:
         print(f"fedsense: run failed: {err}", file=sys.stderr)
+        return 1
+    except FleetError as err:
+        print(f"fedsense: fleet: {err}", file=sys.stderr)
         return 1
 
 
@@ -309,6 +318,71 @@ def _cmd_run(args: argparse.Namespace) -> int:
         run_seeds(args.config, args.overrides, _int_list(args.seeds, "--seeds"), args.out, args.verbose)
         return 0
     _report(run_experiment(args.config, args.overrides, args.out, args.verbose))
+    return 0
+
+
+def _fleet_parser(sub) -> None:
+    fleet_p = sub.add_parser("fleet", help="a local fleet of real SuperLink/SuperNode processes")
+    fsub = fleet_p.add_subparsers(dest="fleet_command", required=True)
+    up = fsub.add_parser("up", help="split data per device, make certificates/keys, start SuperLink + SuperNodes")
+    up.add_argument("--data", required=True, help="DESIGN.md npz with several subjects (e.g. from `fedsense convert`)")
+    up.add_argument("--dir", required=True, help="the fleet's folder (state, device files, certificates, logs)")
+    up.add_argument("--devices", type=int, help="one device per subject: the first N subjects")
+    up.add_argument("--subjects", help="comma-separated subjects, one device each (instead of --devices)")
+    up.add_argument("--tls", action="store_true", help="TLS with a generated CA (server certificate for 127.0.0.1)")
+    up.add_argument("--auth", action="store_true", help="SuperNode authentication with registered keys (needs --tls)")
+    run = fsub.add_parser("run", help="run an experiment on the fleet and wait for its final status")
+    run.add_argument("dir", metavar="DIR")
+    run.add_argument("config", help="experiment YAML")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    run.add_argument("--out", help="run directory (default: runs/<name>-<time>)")
+    run.add_argument("--verbose", action="store_true", help="stream the run's log")
+    start = fsub.add_parser("start", help="(re)start one device's SuperNode, retrying while the SuperLink refuses it")
+    start.add_argument("dir", metavar="DIR")
+    start.add_argument("device", help="e.g. device-0")
+    start.add_argument("--wait", type=float, default=180.0, help="seconds to keep retrying (default 180)")
+    status = fsub.add_parser("status", help="which of the fleet's processes run; the SuperLink's nodes")
+    status.add_argument("dir", metavar="DIR")
+    down = fsub.add_parser("down", help="stop exactly the processes `fleet up` and `fleet start` started")
+    down.add_argument("dir", metavar="DIR")
+
+
+def _cmd_fleet(args: argparse.Namespace) -> int:
+    from fl_server import fleet
+
+    if args.fleet_command == "up":
+        subjects = _int_list(args.subjects, "--subjects") if args.subjects else None
+        if (args.devices is None) == (subjects is None):
+            raise ConfigError("give exactly one of --devices N and --subjects S1,S2,...")
+        f = fleet.up(args.dir, args.data, args.devices, subjects, tls=args.tls, auth=args.auth)
+        security = ("TLS + SuperNode authentication" if f.auth else "TLS") if f.tls else "insecure (no TLS)"
+        print(f"fleet up in {f.path}: SuperLink {f.address} ({security}), {len(f.devices)} SuperNodes online")
+        for d in f.devices:
+            node = f", node {d.node_id}" if d.node_id is not None else ""
+            print(f"  {d.name}: subject {d.subject}, pid {d.process[0]}{node}, data {d.data}")
+        print(f"run an experiment:  fedsense fleet run {f.path} configs/default.yaml --set fed.rounds=2\n"
+              f"stop everything:    fedsense fleet down {f.path}")
+    elif args.fleet_command == "run":
+        run_dir = fleet.run(args.dir, args.config, args.overrides, args.out, _Progress, args.verbose)
+        _report(run_dir)
+    elif args.fleet_command == "start":
+        f = fleet.Fleet.load(args.dir)
+        d = fleet.start_device(f, args.device, wait=args.wait)
+        if args.device not in f.running():
+            raise fleet.FleetError(f"{args.device} did not start; see {fleet.node_log(f, args.device)}")
+        print(f"{d.name} started (pid {d.process[0]})")
+    elif args.fleet_command == "status":
+        f = fleet.Fleet.load(args.dir)
+        running = f.running()
+        print(f"fleet {f.path}: SuperLink {f.address} {'running' if 'superlink' in running else 'stopped'}")
+        for d in f.devices:
+            print(f"  {d.name}: {'running' if d.name in running else 'stopped'}")
+        if "superlink" in running:
+            for n in fleet.nodes(f):
+                print(f"  node {n['node-id']}: {n['status']}")
+    else:
+        stopped = fleet.down(args.dir)
+        print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
     return 0
 
 

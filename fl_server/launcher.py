@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -23,8 +24,12 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fl_server.processes import stop_tree
+
+if TYPE_CHECKING:
+    from fl_server.pki import ServerPki
 
 log = logging.getLogger("fedsense.launcher")
 
@@ -69,6 +74,72 @@ def _bin(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
+def superlink_command(
+    port: int,
+    log_file: Path,
+    *,
+    simulation: bool,
+    tls: "ServerPki | None" = None,
+    auth: bool = False,
+) -> list[str]:
+    """The ``flower-superlink`` command line: one port on 127.0.0.1 serves the
+    Control, Fleet and ServerAppIo APIs; nothing is installed at run time."""
+    cmd = [
+        _bin("flower-superlink"),
+        "--isolation", "subprocess",
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--database", ":flwr-in-memory:",
+        "--disable-runtime-dependency-installation",
+        "--log-file", str(log_file),
+    ]
+    if simulation:
+        cmd.append("--simulation")
+    if tls is None:
+        if auth:
+            raise ValueError("SuperNode authentication needs TLS (Flower refuses it on an insecure SuperLink)")
+        cmd.append("--insecure")
+    else:
+        cmd += ["--ssl-ca-certfile", str(tls.ca_cert), "--ssl-certfile", str(tls.cert),
+                "--ssl-keyfile", str(tls.key)]
+        if auth:
+            cmd.append("--enable-supernode-auth")
+    return cmd
+
+
+def write_cli_config(home: Path, address: str, ca_cert: Path | None = None) -> None:
+    """``$FLWR_HOME/config.toml`` naming the SuperLink the ``flwr`` CLI talks to."""
+    home.mkdir(parents=True, exist_ok=True)
+    security = f'root-certificates = "{ca_cert}"' if ca_cert else "insecure = true"
+    (home / "config.toml").write_text(
+        f'[superlink]\ndefault = "{FEDERATION}"\n\n[superlink.{FEDERATION}]\naddress = "{address}"\n{security}\n'
+    )
+
+
+def wait_healthy(
+    address: str,
+    exit_code: Callable[[], int | None],
+    log_file: Path,
+    timeout: float,
+    ca_cert: Path | None = None,
+) -> None:
+    """Wait for the SuperLink's ``/health`` endpoint (HTTPS with ``ca_cert``);
+    fail early, naming its log, if the process exits meanwhile."""
+    context = ssl.create_default_context(cafile=str(ca_cert)) if ca_cert else None
+    url = f"{'https' if ca_cert else 'http'}://{address}/health"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if (code := exit_code()) is not None:
+            raise RunFailed(f"flower-superlink exited with code {code}; see {log_file}")
+        try:
+            with urllib.request.urlopen(url, timeout=1, context=context) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise RunFailed(f"flower-superlink did not become healthy within {timeout:.0f}s; see {log_file}")
+
+
 @dataclass
 class SuperLink:
     """A simulation-mode SuperLink process we own (and its process group)."""
@@ -85,49 +156,19 @@ class SuperLink:
     def start(cls, home: Path, timeout: float = 60.0) -> "SuperLink":
         home.mkdir(parents=True, exist_ok=True)
         port = free_port()
-        log_file = home / "superlink.log"
-        cmd = [
-            _bin("flower-superlink"),
-            "--insecure",
-            "--simulation",
-            "--isolation", "subprocess",
-            "--host", "127.0.0.1",
-            "--port", str(port),
-            "--database", ":flwr-in-memory:",
-            "--disable-runtime-dependency-installation",
-            "--log-file", str(log_file),
-        ]
+        cmd = superlink_command(port, home / "superlink.log", simulation=True)
         with open(home / "superlink.out", "ab") as out:
             process = subprocess.Popen(
                 cmd, env=quiet_env(home), stdout=out, stderr=subprocess.STDOUT,
             )
         link = cls(process=process, port=port, home=home)
-        (home / "config.toml").write_text(
-            f'[superlink]\ndefault = "{FEDERATION}"\n\n'
-            f'[superlink.{FEDERATION}]\naddress = "{link.address}"\ninsecure = true\n'
-        )
+        write_cli_config(home, link.address)
         try:
-            link._wait_healthy(timeout)
+            wait_healthy(link.address, lambda: process.poll(), home / "superlink.out", timeout)
         except BaseException:  # incl. Ctrl-C/SIGTERM while waiting: never leak it
             link.stop()
             raise
         return link
-
-    def _wait_healthy(self, timeout: float) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.process.poll() is not None:
-                raise RunFailed(
-                    f"flower-superlink exited with code {self.process.returncode}; "
-                    f"see {self.home / 'superlink.out'}"
-                )
-            try:
-                with urllib.request.urlopen(f"http://{self.address}/health", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.2)
-        raise RunFailed(f"flower-superlink did not become healthy within {timeout:.0f}s")
 
     def stop(self, grace: float = 10.0) -> list[int]:
         """Stop the SuperLink and every process below it (simulation, Ray)."""
@@ -170,26 +211,9 @@ def run_status(home: Path, run_id: int) -> str:
     return str(runs[0].get("status", ""))
 
 
-def submit_and_wait(
-    *,
-    home: Path,
-    config_file: Path,
-    overrides: list[str],
-    num_supernodes: int,
-    cpus_per_client: int,
-    verbose: bool = False,
-    poll: float = 2.0,
-    on_poll: Callable[[], None] | None = None,
-    deadline: float = 24 * 3600.0,
-) -> int:
-    """``flwr run`` the app on the SuperLink configured in ``home``; wait for the
-    final status; raise :class:`RunFailed` unless it completed. Returns the run id."""
-    run_config = home / "run-config.toml"
-    body = "\n".join(overrides).replace("\\", "\\\\").replace('"', '\\"')
-    run_config.write_text(
-        f'config-file = "{config_file}"\noverrides = "{body.replace(chr(10), chr(92) + "n")}"\n'
-    )
-    federation = [
+def simulation_federation(num_supernodes: int, cpus_per_client: int) -> list[str]:
+    """``--federation-config`` entries of a simulation: virtual SuperNodes and Ray's resources."""
+    return [
         f"num-supernodes={num_supernodes}",
         f"client-resources-num-cpus={cpus_per_client}",
         "client-resources-num-gpus=0.0",
@@ -197,13 +221,38 @@ def submit_and_wait(
         'init-args-logging-level="ERROR"',
         "init-args-log-to-driver=true",
     ]
+
+
+def write_run_config(path: Path, config_file: Path, overrides: list[str]) -> Path:
+    """The Flower run config (TOML) of an experiment: its YAML and overrides,
+    newline-separated in one string (a file, so no shell quoting is involved)."""
+    body = "\n".join(overrides).replace("\\", "\\\\").replace('"', '\\"')
+    path.write_text(f'config-file = "{config_file}"\noverrides = "{body.replace(chr(10), chr(92) + "n")}"\n')
+    return path
+
+
+def submit_and_wait(
+    *,
+    home: Path,
+    config_file: Path,
+    overrides: list[str],
+    federation_config: list[str] | None = None,
+    verbose: bool = False,
+    poll: float = 2.0,
+    on_poll: Callable[[], None] | None = None,
+    deadline: float = 24 * 3600.0,
+    run_config: Path | None = None,
+) -> int:
+    """``flwr run`` the app on the SuperLink configured in ``home``; wait for the
+    final status; raise :class:`RunFailed` unless it completed. Returns the run id.
+
+    ``federation_config`` is given for a simulation (see
+    :func:`simulation_federation`); a deployment's SuperNodes are real.
+    """
+    run_config = write_run_config(run_config or home / "run-config.toml", config_file, overrides)
+    extra = ["--federation-config", " ".join(federation_config)] if federation_config else []
     proc = _flwr(
-        [
-            "run", str(APP_DIR), FEDERATION,
-            "--run-config", str(run_config),
-            "--federation-config", " ".join(federation),
-            "--format", "json",
-        ],
+        ["run", str(APP_DIR), FEDERATION, "--run-config", str(run_config), *extra, "--format", "json"],
         home,
     )
     try:

@@ -43,7 +43,7 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def _identity(pid: int) -> tuple[int, str] | None:
+def identity(pid: int) -> tuple[int, str] | None:
     """(pid, start time): a pid is reused, the pair is not."""
     fields = _stat(pid)
     return None if fields is None else (pid, fields[19])
@@ -55,21 +55,24 @@ def alive(process: tuple[int, str]) -> bool:
     return fields is not None and fields[19] == process[1] and fields[0] != "Z"
 
 
-def stop_tree(pid: int, grace: float = 10.0) -> list[int]:
+def stop_tree(pid: int, grace: float = 10.0, started: str | None = None) -> list[int]:
     """SIGTERM ``pid`` and all its descendants, SIGKILL survivors after ``grace``.
 
     Processes are tracked by (pid, start time), so a pid freed and reused
-    meanwhile by an unrelated process is never signalled. Returns the pids
-    that were signalled.
+    meanwhile by an unrelated process is never signalled; with ``started``
+    (a start time recorded earlier) nothing is signalled unless ``pid`` is
+    still that process, alive. Returns the pids that were signalled.
     """
-    tree = [i for p in [pid, *descendants(pid)] if (i := _identity(p)) is not None]
+    if started is not None and not alive((pid, started)):
+        return []
+    tree = [i for p in [pid, *descendants(pid)] if (i := identity(p)) is not None]
     for proc in tree:
         _signal(proc, signal.SIGTERM)
     deadline = time.time() + grace
     while time.time() < deadline:
         # processes started meanwhile by a dying parent are caught too
         known = {p for p, _ in tree}
-        tree += [i for d in descendants(pid) if d not in known and (i := _identity(d)) is not None]
+        tree += [i for d in descendants(pid) if d not in known and (i := identity(d)) is not None]
         if not any(alive(p) for p in tree):
             break
         time.sleep(0.2)

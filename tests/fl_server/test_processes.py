@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import time
 
-from fl_server.processes import _identity, alive, descendants, stop_tree
+from fl_server.processes import identity, alive, descendants, stop_tree
 
 
 def test_stop_tree_stops_the_process_and_its_descendants():
@@ -17,7 +17,7 @@ def test_stop_tree_stops_the_process_and_its_descendants():
             time.sleep(0.05)
         tree = [proc.pid, *descendants(proc.pid)]
         assert len(tree) >= 3
-        ids = [_identity(p) for p in tree]
+        ids = [identity(p) for p in tree]
         stopped = stop_tree(proc.pid, grace=5)
         proc.wait(timeout=5)
         assert set(tree) <= set(stopped)
@@ -29,9 +29,23 @@ def test_stop_tree_stops_the_process_and_its_descendants():
 
 def test_a_reused_pid_is_not_mistaken_for_the_old_process():
     proc = subprocess.Popen(["sleep", "60"])
-    ident = _identity(proc.pid)
+    ident = identity(proc.pid)
     assert ident is not None and alive(ident)
     assert not alive((proc.pid, "0"))  # same pid, other start time: another process
     proc.kill()
     proc.wait()
     assert not alive(ident)
+
+
+def test_a_recorded_start_time_that_no_longer_matches_stops_nothing():
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        pid, started = identity(proc.pid)
+        assert stop_tree(pid, grace=1, started="0") == []  # a pid now held by another process
+        assert alive((pid, started))
+        assert stop_tree(pid, grace=5, started=started) == [pid]
+        proc.wait(timeout=5)
+        assert not alive((pid, started))
+    finally:
+        if proc.poll() is None:
+            proc.kill()

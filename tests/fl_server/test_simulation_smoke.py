@@ -150,7 +150,7 @@ def test_a_failed_run_is_reported_as_failed(tmp_path: Path):
         with pytest.raises(launcher.RunFailed, match="finished:failed"):
             launcher.submit_and_wait(
                 home=home, config_file=tmp_path / "missing.yaml", overrides=[],
-                num_supernodes=2, cpus_per_client=1,
+                federation_config=launcher.simulation_federation(2, 1),
             )
     finally:
         stopped = link.stop()

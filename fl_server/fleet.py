@@ -1,0 +1,367 @@
+"""A local fleet of real Flower processes: one SuperLink and N SuperNodes on 127.0.0.1.
+
+``fedsense fleet up`` splits a dataset by subject into one npz per device,
+makes the certificates and device keys it needs, registers the keys, starts
+a SuperLink and the SuperNodes (each on its own port, each with its own
+``FLWR_HOME``) and records every process it started in ``DIR/fleet.json``
+as it goes, so ``fedsense fleet down`` stops exactly those, even after a
+half-finished ``up``. ``fedsense fleet run`` submits an experiment to the
+fleet's SuperLink and waits for the real final status; the ServerApp and
+ClientApp are the ones the simulation runs.
+
+Layout of DIR::
+
+    fleet.json          what was started: addresses, pids (with start times), node ids
+    devices/device-<i>.npz   device i's windows (one subject), DESIGN.md npz
+    certs/              ca.crt, ca.key, server.pem, server.key          (--tls)
+    keys/device-<i>[.pub]    device i's key pair, OpenSSH              (--auth)
+    flower/             FLWR_HOME of the SuperLink and of the flwr CLI; superlink.log
+    nodes/device-<i>/   FLWR_HOME of device i's SuperNode; supernode.log
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fedsense import protocol
+from fedsense.config import ConfigError
+from fedsense.data.base import DatasetError
+from fl_server import launcher
+from fl_server.pki import DeviceKey, ServerPki, make_device_key, make_server_pki
+from fl_server.processes import alive, identity, stop_tree
+
+log = logging.getLogger("fedsense.fleet")
+
+STATE = "fleet.json"
+ACTIVATION_FAILED = "Failed to activate SuperNode"  # what a refused SuperNode logs before it exits
+
+
+class FleetError(RuntimeError):
+    """The fleet could not be brought up, reached or used."""
+
+
+@dataclass
+class Device:
+    name: str
+    data: str  # absolute path of its npz
+    subject: int
+    partition_id: int
+    port: int  # its ClientAppIo port on 127.0.0.1
+    key: str | None = None  # private key (with --auth)
+    node_id: int | None = None  # from registration (with --auth)
+    process: list | None = None  # [pid, start time] of its flower-supernode
+
+
+@dataclass
+class Fleet:
+    dir: str
+    address: str  # the SuperLink, host:port
+    tls: bool
+    auth: bool
+    superlink: list | None = None  # [pid, start time]
+    devices: list[Device] = field(default_factory=list)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.dir)
+
+    @property
+    def home(self) -> Path:
+        """FLWR_HOME of the SuperLink and of the ``flwr`` CLI talking to it."""
+        return self.path / "flower"
+
+    @property
+    def ca_cert(self) -> Path | None:
+        return self.path / "certs" / "ca.crt" if self.tls else None
+
+    def device(self, name: str) -> Device:
+        for d in self.devices:
+            if d.name == name:
+                return d
+        raise FleetError(f"no device {name!r} in {self.path}; devices: {[d.name for d in self.devices]}")
+
+    def save(self) -> None:
+        (self.path / STATE).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Fleet":
+        path = Path(directory).expanduser().resolve() / STATE
+        if not path.is_file():
+            raise FleetError(f"{path.parent} holds no fleet ({STATE} missing); start one with `fedsense fleet up`")
+        raw = json.loads(path.read_text())
+        raw["devices"] = [Device(**d) for d in raw.get("devices", [])]
+        return cls(**raw)
+
+    def running(self) -> list[str]:
+        """Names of this fleet's recorded processes that still run."""
+        names = ["superlink"] if self.superlink and alive(tuple(self.superlink)) else []
+        return names + [d.name for d in self.devices if d.process and alive(tuple(d.process))]
+
+
+# --------------------------------------------------------------------------- devices' data
+
+
+def split_devices(data: Path, out: Path, devices: int | None, subjects: list[int] | None) -> list[tuple[int, Path]]:
+    """One npz per chosen subject: ``subjects`` as given, else the first
+    ``devices`` subjects in ascending order. Returns ``(subject, path)`` pairs,
+    device ``i`` being the ``i``-th pair."""
+    from fedsense.data.npz import load_npz, save_npz
+
+    ds = load_npz(data)
+    present = [int(s) for s in ds.subjects()]
+    if subjects:
+        missing = sorted(set(subjects) - set(present))
+        if missing:
+            raise DatasetError(f"--subjects {missing} are not in {data} (subjects: {present})")
+        chosen = list(subjects)
+    else:
+        if devices is None or devices < 1:
+            raise ConfigError("--devices must be at least 1")
+        if devices > len(present):
+            raise DatasetError(f"--devices {devices}: {data} has only {len(present)} subjects")
+        chosen = present[:devices]
+    return [
+        (s, save_npz(ds.subset(np.flatnonzero(ds.subject == s)), out / f"device-{i}.npz"))
+        for i, s in enumerate(chosen)
+    ]
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _start(cmd: list[str], home: Path, log_file: Path) -> list:
+    """Start a detached process (its own session: it outlives the command that
+    started it and a Ctrl-C in that terminal); returns ``[pid, start time]``."""
+    home.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as out:
+        proc = subprocess.Popen(
+            cmd, env=launcher.quiet_env(home), stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    ident = identity(proc.pid)
+    if ident is None:  # exited at once; the log says why
+        return [proc.pid, ""]
+    return list(ident)
+
+
+def supernode_command(fleet: Fleet, device: Device, key: str | None = None) -> list[str]:
+    """The ``flower-supernode`` command of ``device``: its data path and number
+    in the node config, the fleet's CA, and its private key (``key`` overrides it)."""
+    node_config = f'{protocol.NODE_DATA_PATH}="{device.data}" {protocol.NODE_PARTITION_ID}={device.partition_id}'
+    cmd = [
+        launcher._bin("flower-supernode"),
+        "--superlink", fleet.address,
+        "--isolation", "subprocess",
+        "--host", "127.0.0.1",
+        "--port", str(device.port),
+        "--node-config", node_config,
+    ]
+    if fleet.tls:
+        cmd += ["--root-certificates", str(fleet.ca_cert)]
+    else:
+        cmd.append("--insecure")
+    private = key or device.key
+    if fleet.auth and private:
+        cmd += ["--auth-supernode-private-key", str(private)]
+    return cmd
+
+
+def node_log(fleet: Fleet, name: str) -> Path:
+    return fleet.path / "nodes" / name / "supernode.log"
+
+
+def start_device(fleet: Fleet, name: str, wait: float = 0.0, key: str | None = None) -> Device:
+    """Start device ``name``'s SuperNode and record it.
+
+    With ``wait > 0``, a SuperNode the SuperLink refuses is started again
+    until ``wait`` seconds have passed: after a device is killed, the
+    SuperLink keeps its node online until the heartbeat times out (about a
+    minute) and refuses to activate it again before.
+    """
+    device = fleet.device(name)
+    if device.process and alive(tuple(device.process)):
+        raise FleetError(f"{name} is already running (pid {device.process[0]})")
+    logfile = node_log(fleet, name)
+    give_up = time.time() + wait
+    while True:
+        logfile.parent.mkdir(parents=True, exist_ok=True)
+        offset = logfile.stat().st_size if logfile.exists() else 0
+        device.process = _start(supernode_command(fleet, device, key), logfile.parent, logfile)
+        fleet.save()
+        refused = _refused(device, logfile, offset, settle=8.0 if wait > 0 else 0.0)
+        if not refused or time.time() > give_up:
+            return device
+        log.info("%s: SuperLink refused activation (node still online?); retrying", name)
+        time.sleep(5.0)
+
+
+def _refused(device: Device, logfile: Path, offset: int, settle: float) -> bool:
+    """Whether the SuperNode exited within ``settle`` seconds after being refused."""
+    deadline = time.time() + settle
+    while time.time() < deadline:
+        if not alive(tuple(device.process)):
+            with open(logfile, "rb") as f:
+                f.seek(offset)
+                return ACTIVATION_FAILED in f.read().decode(errors="replace")
+        time.sleep(0.5)
+    return False
+
+
+def nodes(fleet: Fleet) -> list[dict]:
+    """The SuperLink's view of the nodes (``flwr supernode ls``): ids and status."""
+    proc = launcher._flwr(["supernode", "ls", launcher.FEDERATION, "--format", "json"], fleet.home, timeout=60)
+    try:
+        return list(launcher._json_tail(proc.stdout).get("nodes", []))
+    except ValueError:
+        raise FleetError(f"flwr supernode ls: {proc.stdout[-500:]} {proc.stderr[-500:]}") from None
+
+
+def wait_online(fleet: Fleet, count: int, timeout: float = 120.0) -> list[dict]:
+    """Wait until at least ``count`` nodes are online; fail naming any device
+    whose SuperNode exited, with its log."""
+    deadline = time.time() + timeout
+    while True:
+        online = [n for n in nodes(fleet) if n.get("status") == "online"]
+        if len(online) >= count:
+            return online
+        dead = [d for d in fleet.devices if d.process and not alive(tuple(d.process))]
+        if dead:
+            d = dead[0]
+            tail = node_log(fleet, d.name).read_text(errors="replace").strip().splitlines()[-3:]
+            raise FleetError(f"{d.name}'s SuperNode exited; {node_log(fleet, d.name)} ends with: {tail}")
+        if time.time() > deadline:
+            raise FleetError(f"{len(online)} of {count} SuperNodes online after {timeout:.0f}s; "
+                             f"see {fleet.path / 'nodes'}")
+        time.sleep(1.0)
+
+
+def register(fleet: Fleet, device: Device, public: Path) -> int:
+    """Register a device's public key with the SuperLink; its node id."""
+    proc = launcher._flwr(
+        ["supernode", "register", str(public), launcher.FEDERATION, "--name", device.name, "--format", "json"],
+        fleet.home, timeout=60,
+    )
+    try:
+        payload = launcher._json_tail(proc.stdout)
+    except ValueError:
+        payload = {}
+    if not payload.get("success") or "node-id" not in payload:  # flwr exits 0 either way
+        raise FleetError(f"registering {public} failed: {proc.stdout[-500:]} {proc.stderr[-500:]}")
+    return int(payload["node-id"])
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def up(
+    directory: str | Path,
+    data: str | Path,
+    devices: int | None = None,
+    subjects: list[int] | None = None,
+    tls: bool = False,
+    auth: bool = False,
+    timeout: float = 120.0,
+) -> Fleet:
+    """Bring a local fleet up (see the module docstring); returns it once
+    every SuperNode is online. On failure, whatever started is stopped."""
+    if auth and not tls:
+        raise ConfigError("--auth needs --tls: Flower enables SuperNode authentication only over TLS")
+    root = Path(directory).expanduser().resolve()
+    if (root / STATE).exists() and Fleet.load(root).running():
+        raise FleetError(f"a fleet is already running in {root}; `fedsense fleet down {root}` first")
+    data = Path(data).expanduser().resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    chosen = split_devices(data, root / "devices", devices, subjects)
+    fleet = Fleet(dir=str(root), address=f"127.0.0.1:{launcher.free_port()}", tls=tls, auth=auth)
+    server: ServerPki | None = make_server_pki(root / "certs") if tls else None
+    for i, (subject, path) in enumerate(chosen):
+        fleet.devices.append(Device(name=f"device-{i}", data=str(path), subject=subject, partition_id=i,
+                                    port=launcher.free_port()))
+    fleet.save()
+    try:
+        port = int(fleet.address.rsplit(":", 1)[1])
+        fleet.home.mkdir(parents=True, exist_ok=True)
+        link_log = fleet.home / "superlink.log"
+        fleet.superlink = _start(
+            launcher.superlink_command(port, link_log, simulation=False, tls=server, auth=auth),
+            fleet.home, fleet.home / "superlink.out",
+        )
+        fleet.save()
+        launcher.write_cli_config(fleet.home, fleet.address, fleet.ca_cert)
+        launcher.wait_healthy(
+            fleet.address, lambda: None if alive(tuple(fleet.superlink)) else -1,
+            fleet.home / "superlink.out", timeout, fleet.ca_cert,
+        )
+        for device in fleet.devices:
+            if auth:
+                key: DeviceKey = make_device_key(root / "keys", device.name)
+                device.key = str(key.private)
+                device.node_id = register(fleet, device, key.public)
+                fleet.save()
+        for device in fleet.devices:
+            start_device(fleet, device.name)
+        wait_online(fleet, len(fleet.devices), timeout)
+    except BaseException:
+        down(root)
+        raise
+    return fleet
+
+
+def down(directory: str | Path, grace: float = 15.0) -> list[str]:
+    """Stop every process the fleet recorded (devices first), each by its
+    pid and start time, with everything below it. Returns what was stopped."""
+    fleet = Fleet.load(directory)
+    stopped = []
+    for name, proc in [*((d.name, d.process) for d in fleet.devices), ("superlink", fleet.superlink)]:
+        if proc and stop_tree(int(proc[0]), grace, started=str(proc[1])):
+            stopped.append(name)
+    return stopped
+
+
+def run(
+    directory: str | Path,
+    config_file: str | Path,
+    overrides: list[str],
+    out: str | None = None,
+    on_poll_factory=None,
+    verbose: bool = False,
+) -> Path:
+    """Run an experiment on the fleet; returns its run directory once the run
+    completed (:class:`launcher.RunFailed` otherwise)."""
+    from fedsense import config as config_mod
+    from fedsense.rundir import resolve_run_dir
+
+    fleet = Fleet.load(directory)
+    if "superlink" not in fleet.running():
+        raise FleetError(f"the fleet's SuperLink in {fleet.path} is not running; `fedsense fleet up` it")
+    config_file = Path(config_file).expanduser().resolve()
+    cfg = config_mod.load(config_file, overrides)
+    if cfg.fed.mode != "federated":
+        raise ConfigError(f"fed.mode={cfg.fed.mode!r}: a fleet runs federated experiments only")
+    if cfg.fed.min_clients > len(fleet.devices):
+        raise ConfigError(
+            f"fed.min_clients={cfg.fed.min_clients} but the fleet has {len(fleet.devices)} devices; "
+            f"--set fed.min_clients={len(fleet.devices)} or fewer"
+        )
+    run_dir = resolve_run_dir(cfg, out)
+    if (run_dir / "summary.json").exists() or (run_dir / "metrics.jsonl").exists():
+        raise ConfigError(f"{run_dir} already holds a run; choose another --out (or remove it)")
+    (run_dir / "flower").mkdir(parents=True, exist_ok=True)
+    pinned = [*overrides, f"output.dir={run_dir}"]
+    config_mod.load(config_file, pinned)  # bad overrides fail here, not on the SuperLink
+    launcher.submit_and_wait(
+        home=fleet.home,
+        config_file=config_file,
+        overrides=pinned,
+        run_config=run_dir / "flower" / "run-config.toml",
+        verbose=verbose,
+        on_poll=on_poll_factory(run_dir, cfg.fed.rounds) if on_poll_factory else None,
+    )
+    return run_dir

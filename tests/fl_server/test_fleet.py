@@ -1,0 +1,159 @@
+"""The local fleet's pieces that need no Flower process: device files, commands,
+recorded state, stopping by id, and refusals before anything starts.
+The real SuperLink/SuperNode runs are in test_fleet_deployment.py (``make test-fleet``)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedsense import protocol
+from fedsense.config import ConfigError
+from fedsense.data.base import DatasetError
+from fedsense.data.npz import load_npz, save_npz
+from fedsense.data.synthetic import make_synthetic_subject
+from fl_server import fleet
+from fl_server.cli import main
+from fl_server.launcher import superlink_command
+from fl_server.pki import make_server_pki
+from fl_server.processes import alive, identity
+from tests.conftest import SYNTHETIC
+
+
+@pytest.fixture
+def dataset(synthetic_cfg, tmp_path) -> Path:
+    from fedsense.data.loaders import build_dataset
+
+    return save_npz(build_dataset(synthetic_cfg.data, 0), tmp_path / "all.npz")
+
+
+def test_one_file_per_device_holding_exactly_its_subject(dataset, tmp_path):
+    full = load_npz(dataset)
+    made = fleet.split_devices(dataset, tmp_path / "devices", devices=3, subjects=None)
+    assert [s for s, _ in made] == [1, 2, 3]  # the first three subjects, in order
+    for subject, path in made:
+        part = load_npz(path)
+        rows = full.subject == subject
+        assert set(part.subject.tolist()) == {subject}
+        for m in full.x:
+            np.testing.assert_array_equal(part.x[m], full.x[m][rows])
+        np.testing.assert_array_equal(part.y, full.y[rows])
+    chosen = fleet.split_devices(dataset, tmp_path / "chosen", devices=None, subjects=[6, 1])
+    assert [(s, p.name) for s, p in chosen] == [(6, "device-0.npz"), (1, "device-1.npz")]
+
+
+def test_device_split_refusals_name_the_problem(dataset, tmp_path):
+    with pytest.raises(DatasetError, match="--devices 7: .* only 6 subjects"):
+        fleet.split_devices(dataset, tmp_path, devices=7, subjects=None)
+    with pytest.raises(DatasetError, match=r"--subjects \[9\] are not in"):
+        fleet.split_devices(dataset, tmp_path, devices=None, subjects=[1, 9])
+    with pytest.raises(ConfigError, match="--devices must be at least 1"):
+        fleet.split_devices(dataset, tmp_path, devices=0, subjects=None)
+
+
+def test_superlink_command_security_flags(tmp_path):
+    pki = make_server_pki(tmp_path)
+    insecure = superlink_command(9000, tmp_path / "l", simulation=False)
+    assert "--insecure" in insecure and "--simulation" not in insecure
+    assert insecure[insecure.index("--host") + 1] == "127.0.0.1"
+    assert "--disable-runtime-dependency-installation" in insecure
+    secure = superlink_command(9000, tmp_path / "l", simulation=False, tls=pki, auth=True)
+    assert "--insecure" not in secure and "--enable-supernode-auth" in secure
+    assert secure[secure.index("--ssl-ca-certfile") + 1] == str(pki.ca_cert)
+    with pytest.raises(ValueError, match="authentication needs TLS"):
+        superlink_command(9000, tmp_path / "l", simulation=False, auth=True)
+
+
+def _fleet(tmp_path: Path, tls: bool, auth: bool) -> fleet.Fleet:
+    f = fleet.Fleet(dir=str(tmp_path), address="127.0.0.1:9092", tls=tls, auth=auth)
+    f.devices.append(fleet.Device(name="device-0", data="/data/d0.npz", subject=4, partition_id=0, port=9200,
+                                  key="/keys/device-0" if auth else None))
+    return f
+
+
+def test_supernode_command_carries_the_devices_own_facts(tmp_path):
+    f = _fleet(tmp_path, tls=True, auth=True)
+    cmd = fleet.supernode_command(f, f.devices[0])
+    assert cmd[cmd.index("--node-config") + 1] == (
+        f'{protocol.NODE_DATA_PATH}="/data/d0.npz" {protocol.NODE_PARTITION_ID}=0')
+    assert cmd[cmd.index("--superlink") + 1] == "127.0.0.1:9092"
+    assert cmd[cmd.index("--port") + 1] == "9200"
+    assert cmd[cmd.index("--root-certificates") + 1] == str(tmp_path / "certs" / "ca.crt")
+    assert cmd[cmd.index("--auth-supernode-private-key") + 1] == "/keys/device-0"
+    other = fleet.supernode_command(f, f.devices[0], key="/keys/stranger")
+    assert other[other.index("--auth-supernode-private-key") + 1] == "/keys/stranger"
+    plain = fleet.supernode_command(_fleet(tmp_path, tls=False, auth=False), f.devices[0])
+    assert "--insecure" in plain and "--root-certificates" not in plain
+    assert "--auth-supernode-private-key" not in plain
+
+
+def test_state_round_trips_and_a_missing_fleet_is_named(tmp_path):
+    f = _fleet(tmp_path, tls=True, auth=True)
+    f.devices[0].node_id = 123
+    f.save()
+    again = fleet.Fleet.load(tmp_path)
+    assert again == f
+    with pytest.raises(fleet.FleetError, match="no fleet .*fedsense fleet up"):
+        fleet.Fleet.load(tmp_path / "elsewhere")
+
+
+def test_down_stops_exactly_the_recorded_processes(tmp_path):
+    f = _fleet(tmp_path, tls=False, auth=False)
+    f.superlink = fleet._start(["sleep", "60"], tmp_path / "h", tmp_path / "a.log")
+    f.devices[0].process = fleet._start(["sleep", "60"], tmp_path / "h", tmp_path / "b.log")
+    bystander = subprocess.Popen(["sleep", "60"])  # not recorded: must survive
+    try:
+        f.save()
+        assert fleet.Fleet.load(tmp_path).running() == ["superlink", "device-0"]
+        assert fleet.down(tmp_path) == ["device-0", "superlink"]
+        assert not alive(tuple(f.superlink)) and not alive(tuple(f.devices[0].process))
+        assert bystander.poll() is None
+        assert fleet.down(tmp_path) == []  # nothing left: stops nothing
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_a_stale_record_is_never_signalled(tmp_path):
+    f = _fleet(tmp_path, tls=False, auth=False)
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        f.superlink = [other.pid, "1"]  # same pid, another start time: not our process
+        f.save()
+        assert fleet.down(tmp_path) == []
+        assert other.poll() is None and alive(identity(other.pid))
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_run_refuses_a_config_the_fleet_cannot_serve_before_submitting(tmp_path):
+    f = _fleet(tmp_path, tls=False, auth=False)
+    with pytest.raises(fleet.FleetError, match="SuperLink .* is not running"):
+        f.save()
+        fleet.run(tmp_path, SYNTHETIC, [])
+    f.superlink = fleet._start(["sleep", "60"], tmp_path / "h", tmp_path / "a.log")  # stands in for it
+    f.save()
+    try:
+        with pytest.raises(ConfigError, match="fed.min_clients=2 but the fleet has 1 devices"):
+            fleet.run(tmp_path, SYNTHETIC, [], out=str(tmp_path / "run"))
+        with pytest.raises(ConfigError, match="a fleet runs federated experiments only"):
+            fleet.run(tmp_path, SYNTHETIC, ["fed.mode=centralized"], out=str(tmp_path / "run"))
+        assert not (tmp_path / "run").exists()
+    finally:
+        fleet.down(tmp_path)
+
+
+def test_cli_refusals(dataset, tmp_path, capsys):
+    assert main(["fleet", "up", "--data", str(dataset), "--dir", str(tmp_path / "f"), "--devices", "2",
+                 "--auth"]) == 2
+    assert "--auth needs --tls" in capsys.readouterr().err
+    assert main(["fleet", "up", "--data", str(dataset), "--dir", str(tmp_path / "f"), "--devices", "2",
+                 "--subjects", "1,2"]) == 2
+    assert "exactly one of --devices N and --subjects" in capsys.readouterr().err
+    assert main(["fleet", "down", str(tmp_path / "nothing")]) == 1
+    assert "holds no fleet" in capsys.readouterr().err
+    assert not (tmp_path / "f" / "fleet.json").exists()  # nothing was started
