@@ -10,7 +10,7 @@ export FLWR_TELEMETRY_ENABLED := 0
 export RAY_USAGE_STATS_ENABLED := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run test test-slow clean
+.PHONY: install run test test-slow test-fleet clean
 
 install: $(STAMP)
 
@@ -36,6 +36,10 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
+
+# Real SuperLink and SuperNode processes on 127.0.0.1, TLS and authentication (minutes).
+test-fleet: $(STAMP)
+	$(BIN)/python -m pytest -m fleet
 
 clean:
 	rm -rf $(VENV) runs .cache

@@ -368,9 +368,7 @@ def _cmd_fleet(args: argparse.Namespace) -> int:
     elif args.fleet_command == "start":
         f = fleet.Fleet.load(args.dir)
         d = fleet.start_device(f, args.device, wait=args.wait)
-        if args.device not in f.running():
-            raise fleet.FleetError(f"{args.device} did not start; see {fleet.node_log(f, args.device)}")
-        print(f"{d.name} started (pid {d.process[0]})")
+        print(f"{d.name} online as node {d.node_id} (pid {d.process[0]})")
     elif args.fleet_command == "status":
         f = fleet.Fleet.load(args.dir)
         running = f.running()

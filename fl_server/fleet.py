@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
@@ -41,6 +42,7 @@ log = logging.getLogger("fedsense.fleet")
 
 STATE = "fleet.json"
 ACTIVATION_FAILED = "Failed to activate SuperNode"  # what a refused SuperNode logs before it exits
+NODE_ID = re.compile(r"SuperNode ID: (\d+)")  # what an activated SuperNode logs
 
 
 class FleetError(RuntimeError):
@@ -177,8 +179,45 @@ def node_log(fleet: Fleet, name: str) -> Path:
     return fleet.path / "nodes" / name / "supernode.log"
 
 
-def start_device(fleet: Fleet, name: str, wait: float = 0.0, key: str | None = None) -> Device:
-    """Start device ``name``'s SuperNode and record it.
+def _launch(fleet: Fleet, device: Device, key: str | None = None) -> int:
+    """Start ``device``'s SuperNode and record it; the log offset where its output begins."""
+    if device.process and alive(tuple(device.process)):
+        raise FleetError(f"{device.name} is already running (pid {device.process[0]})")
+    logfile = node_log(fleet, device.name)
+    logfile.parent.mkdir(parents=True, exist_ok=True)
+    offset = logfile.stat().st_size if logfile.exists() else 0
+    device.process = _start(supernode_command(fleet, device, key), logfile.parent, logfile)
+    fleet.save()
+    return offset
+
+
+def _activation(fleet: Fleet, device: Device, offset: int, timeout: float) -> str:
+    """Wait until the SuperNode logs its node id (``"online"``, the id is
+    recorded), or exits: ``"refused"`` when the SuperLink would not activate
+    it, else ``"exited"``; ``"silent"`` after ``timeout`` seconds of neither."""
+    logfile = node_log(fleet, device.name)
+    deadline = time.time() + timeout
+    while True:
+        with open(logfile, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
+        if match := NODE_ID.search(text):
+            device.node_id = int(match.group(1))
+            fleet.save()
+            return "online"
+        if not alive(tuple(device.process)):
+            return "refused" if ACTIVATION_FAILED in text else "exited"
+        if time.time() > deadline:
+            return "silent"
+        time.sleep(0.5)
+
+
+def _log_tail(path: Path, lines: int = 4) -> str:
+    return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:]) if path.exists() else ""
+
+
+def start_device(fleet: Fleet, name: str, wait: float = 0.0, timeout: float = 120.0) -> Device:
+    """Start device ``name``'s SuperNode; return once the SuperLink activated it.
 
     With ``wait > 0``, a SuperNode the SuperLink refuses is started again
     until ``wait`` seconds have passed: after a device is killed, the
@@ -186,32 +225,30 @@ def start_device(fleet: Fleet, name: str, wait: float = 0.0, key: str | None = N
     minute) and refuses to activate it again before.
     """
     device = fleet.device(name)
-    if device.process and alive(tuple(device.process)):
-        raise FleetError(f"{name} is already running (pid {device.process[0]})")
-    logfile = node_log(fleet, name)
     give_up = time.time() + wait
     while True:
-        logfile.parent.mkdir(parents=True, exist_ok=True)
-        offset = logfile.stat().st_size if logfile.exists() else 0
-        device.process = _start(supernode_command(fleet, device, key), logfile.parent, logfile)
-        fleet.save()
-        refused = _refused(device, logfile, offset, settle=8.0 if wait > 0 else 0.0)
-        if not refused or time.time() > give_up:
+        outcome = _activation(fleet, device, _launch(fleet, device), timeout)
+        if outcome == "online":
             return device
-        log.info("%s: SuperLink refused activation (node still online?); retrying", name)
-        time.sleep(5.0)
+        if outcome == "refused" and time.time() < give_up:
+            log.info("%s: the SuperLink refused activation (node still online?); retrying", name)
+            time.sleep(5.0)
+            continue
+        _stop_device(device)
+        raise FleetError(f"{name}'s SuperNode {_OUTCOMES[outcome]}; {node_log(fleet, name)} ends: "
+                         f"{_log_tail(node_log(fleet, name))}")
 
 
-def _refused(device: Device, logfile: Path, offset: int, settle: float) -> bool:
-    """Whether the SuperNode exited within ``settle`` seconds after being refused."""
-    deadline = time.time() + settle
-    while time.time() < deadline:
-        if not alive(tuple(device.process)):
-            with open(logfile, "rb") as f:
-                f.seek(offset)
-                return ACTIVATION_FAILED in f.read().decode(errors="replace")
-        time.sleep(0.5)
-    return False
+_OUTCOMES = {
+    "refused": "was refused by the SuperLink (unregistered key, or the node is still online)",
+    "exited": "exited",
+    "silent": "did not connect in time",
+}
+
+
+def _stop_device(device: Device) -> None:
+    if device.process:
+        stop_tree(int(device.process[0]), started=str(device.process[1]))
 
 
 def nodes(fleet: Fleet) -> list[dict]:
@@ -221,25 +258,6 @@ def nodes(fleet: Fleet) -> list[dict]:
         return list(launcher._json_tail(proc.stdout).get("nodes", []))
     except ValueError:
         raise FleetError(f"flwr supernode ls: {proc.stdout[-500:]} {proc.stderr[-500:]}") from None
-
-
-def wait_online(fleet: Fleet, count: int, timeout: float = 120.0) -> list[dict]:
-    """Wait until at least ``count`` nodes are online; fail naming any device
-    whose SuperNode exited, with its log."""
-    deadline = time.time() + timeout
-    while True:
-        online = [n for n in nodes(fleet) if n.get("status") == "online"]
-        if len(online) >= count:
-            return online
-        dead = [d for d in fleet.devices if d.process and not alive(tuple(d.process))]
-        if dead:
-            d = dead[0]
-            tail = node_log(fleet, d.name).read_text(errors="replace").strip().splitlines()[-3:]
-            raise FleetError(f"{d.name}'s SuperNode exited; {node_log(fleet, d.name)} ends with: {tail}")
-        if time.time() > deadline:
-            raise FleetError(f"{len(online)} of {count} SuperNodes online after {timeout:.0f}s; "
-                             f"see {fleet.path / 'nodes'}")
-        time.sleep(1.0)
 
 
 def register(fleet: Fleet, device: Device, public: Path) -> int:
@@ -305,9 +323,12 @@ def up(
                 device.key = str(key.private)
                 device.node_id = register(fleet, device, key.public)
                 fleet.save()
-        for device in fleet.devices:
-            start_device(fleet, device.name)
-        wait_online(fleet, len(fleet.devices), timeout)
+        offsets = [_launch(fleet, device) for device in fleet.devices]  # all start at once
+        for device, offset in zip(fleet.devices, offsets):
+            outcome = _activation(fleet, device, offset, timeout)
+            if outcome != "online":
+                raise FleetError(f"{device.name}'s SuperNode {_OUTCOMES[outcome]}; {node_log(fleet, device.name)} "
+                                 f"ends: {_log_tail(node_log(fleet, device.name))}")
     except BaseException:
         down(root)
         raise

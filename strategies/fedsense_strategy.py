@@ -111,6 +111,7 @@ class RoundStats:
     sampled: list[int] = field(default_factory=list)  # node ids asked to train
     replied: list[int] = field(default_factory=list)  # node ids whose train reply was usable
     errors: list[str] = field(default_factory=list)
+    outgoing: list[Message] = field(default_factory=list)  # this round's instructions (ids set once sent)
     train: dict[str, Any] = field(default_factory=dict)
     adapt: dict[str, Any] = field(default_factory=dict)  # this round's adaptation config
     adapt_acc: dict[str, float] = field(default_factory=dict)  # mean discriminator accuracy
@@ -174,6 +175,7 @@ class FedSenseStrategy(FedAvg):
                 {k: Array(v) for k, v in reference.items()}
             )
         self.stats.sampled = sorted(m.metadata.dst_node_id for m in messages)
+        self.stats.outgoing = list(messages)
         self.stats.bytes_down += sum(record_nbytes(m.content) for m in messages)
         return messages
 
@@ -184,12 +186,21 @@ class FedSenseStrategy(FedAvg):
             if self.on_reply is not None and msg.has_content():
                 self.on_reply(msg.metadata.message_type, reply_inventory(msg.content))
             if msg.has_error():
-                reason = f"node {msg.metadata.src_node_id}: {_last_line(msg.error.reason)}"
+                reason = f"node {self._origin(msg)}: {_last_line(msg.error.reason)}"
                 self.stats.errors.append(reason)
                 log.warning("client error: %s", reason)
             else:
                 valid.append(msg)
         return valid
+
+    def _origin(self, reply: Message) -> int:
+        """The node a reply is about. The SuperLink answers for a node that
+        vanished (heartbeat lost) as node 1; the instruction it replies to
+        names the node that was asked."""
+        for sent in self.stats.outgoing:
+            if sent.metadata.message_id and sent.metadata.message_id == reply.metadata.reply_to_message_id:
+                return int(sent.metadata.dst_node_id)
+        return int(reply.metadata.src_node_id)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -253,6 +264,7 @@ class FedSenseStrategy(FedAvg):
         if server_round in self.projector_rounds:
             config = ConfigRecord({**dict(config), protocol.CFG_PROJECTOR: self.projector_min_count})
         messages = list(super().configure_evaluate(server_round, arrays, config, grid))
+        self.stats.outgoing += messages
         self.stats.bytes_down += sum(record_nbytes(m.content) for m in messages)
         return messages
 

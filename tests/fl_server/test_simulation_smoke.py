@@ -13,21 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from fl_server import launcher
 from fl_server.cli import convert, run_experiment
-from tests.conftest import SYNTHETIC
-
-
-def processes_with_home(home: Path) -> list[int]:
-    """Pids whose environment names ``home`` as FLWR_HOME: everything a run started."""
-    marker = f"FLWR_HOME={home}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker in (entry / "environ").read_bytes().split(b"\0"):
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
+from tests.conftest import SYNTHETIC, processes_with_home
 
 
 @pytest.fixture(scope="module")

@@ -190,3 +190,21 @@ def test_only_projector_rounds_carry_the_request(monkeypatch):
     for r in (1, 2):
         s.configure_evaluate(r, ArrayRecord(), ConfigRecord({"num-classes": 2}), grid=None)
     assert protocol.CFG_PROJECTOR not in captured[0] and captured[1][protocol.CFG_PROJECTOR] == 6
+
+
+def test_a_vanished_node_is_named_not_the_superlink_that_answered_for_it():
+    # Flower's SuperLink replies for a node that lost its heartbeat, as node 1,
+    # replying to the instruction sent to that node.
+    seen = []
+    s = make(min_replies=1, on_round_end=lambda r, rec, arrays: seen.append(rec))
+    sent = Message(content=RecordDict(), metadata=Metadata(
+        run_id=1, message_id="to-3", src_node_id=0, dst_node_id=3, reply_to_message_id="", group_id="1",
+        created_at=time.time(), ttl=60.0, message_type="train"))  # the id the grid set when it pushed
+    s.stats.outgoing = [sent]
+    lost = Message(error=Error(code=5, reason="Error: Node Unavailable"), metadata=_meta(1))
+    lost.metadata.__dict__["_reply_to_message_id"] = "to-3"
+    s.aggregate_train(1, [train_reply(2, np.array([1.0]), n=5), lost])
+    s.aggregate_evaluate(1, [eval_reply(2, np.eye(2, dtype=int), 0)])
+    (rec,) = seen
+    assert rec["errors"] == ["node 3: Error: Node Unavailable"]
+    assert rec["nodes"]["failed"] == [1, 3]
