@@ -6,6 +6,7 @@
     fedsense fleet up --devices N --data DATA.npz --dir DIR [--tls] [--auth]
     fedsense fleet run DIR CONFIG.yaml [--set key=value ...] [--out RUN_DIR]
     fedsense fleet start DIR DEVICE | status DIR | down DIR
+    fedsense fleet certs --out DIR --host NAME [--host NAME ...]
 
 A federated run goes through Flower's simulation engine (one virtual
 SuperNode per client); ``fed.mode: centralized`` trains the pooled source
@@ -345,6 +346,10 @@ def _fleet_parser(sub) -> None:
     status.add_argument("dir", metavar="DIR")
     down = fsub.add_parser("down", help="stop exactly the processes `fleet up` and `fleet start` started")
     down.add_argument("dir", metavar="DIR")
+    certs = fsub.add_parser("certs", help="a CA and a SuperLink certificate for a real fleet")
+    certs.add_argument("--out", required=True, help="folder for ca.crt, ca.key, server.pem, server.key")
+    certs.add_argument("--host", dest="hosts", action="append", required=True,
+                       help="a host name or IP address the devices dial; repeatable")
 
 
 def _cmd_fleet(args: argparse.Namespace) -> int:
@@ -378,6 +383,12 @@ def _cmd_fleet(args: argparse.Namespace) -> int:
         if "superlink" in running:
             for n in fleet.nodes(f):
                 print(f"  node {n['node-id']}: {n['status']}")
+    elif args.fleet_command == "certs":
+        from fl_server.pki import make_server_pki
+
+        pki = make_server_pki(Path(args.out).expanduser(), tuple(args.hosts))
+        print(f"SuperLink: --ssl-ca-certfile {pki.ca_cert} --ssl-certfile {pki.cert} --ssl-keyfile {pki.key}\n"
+              f"devices:   --root-certificates ca.crt (copy {pki.ca_cert}; keep {pki.ca_key} private)")
     else:
         stopped = fleet.down(args.dir)
         print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")

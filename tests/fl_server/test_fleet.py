@@ -157,3 +157,14 @@ def test_cli_refusals(dataset, tmp_path, capsys):
     assert main(["fleet", "down", str(tmp_path / "nothing")]) == 1
     assert "holds no fleet" in capsys.readouterr().err
     assert not (tmp_path / "f" / "fleet.json").exists()  # nothing was started
+
+
+def test_cli_certs_for_a_real_superlink(tmp_path, capsys):
+    from cryptography import x509
+
+    assert main(["fleet", "certs", "--out", str(tmp_path), "--host", "fl.example.org", "--host", "10.0.0.5"]) == 0
+    cert = x509.load_pem_x509_certificate((tmp_path / "server.pem").read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["fl.example.org"]
+    assert [str(a) for a in san.get_values_for_type(x509.IPAddress)] == ["10.0.0.5"]
+    assert "--ssl-certfile" in capsys.readouterr().out

@@ -1,0 +1,151 @@
+"""Round time of a real 3-device fleet (TLS + authentication) against Flower's
+simulation engine on the same devices' data, and where a deployment round goes.
+
+    python benchmarks/fleet_round.py [--rounds 3] [--subjects 1,2,25] [--config configs/default.yaml]
+
+Data: HAPT converted with the config's data section (device shifts included),
+one device per subject. Prints one JSON object and writes it to
+benchmarks/results/fleet_round.json. Measured:
+
+- ``deployment`` / ``simulation``: seconds per round (from metrics.jsonl);
+- ``clientapp_process``: lifetime of the ClientApp processes the SuperNodes
+  start, one per message (seen by polling /proc every 0.1 s);
+- ``imports``: what a fresh ClientApp process imports before it can work
+  (flwr, torch, the fedsense ClientApp), median of 3 fresh interpreters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+from fl_server import fleet  # noqa: E402
+from fl_server.cli import convert, run_experiment  # noqa: E402
+from fl_server.processes import descendants  # noqa: E402
+
+IMPORTS = ["flwr.clientapp", "torch", "fl_client.client_app"]
+
+
+def import_seconds(repeats: int = 3) -> dict[str, float]:
+    """Seconds to import each module in turn in a fresh interpreter (median)."""
+    code = (
+        "import importlib, json, time\n"
+        f"out = {{}}\nfor m in {IMPORTS!r}:\n"
+        "    t = time.perf_counter(); importlib.import_module(m); out[m] = time.perf_counter() - t\n"
+        "print(json.dumps(out))"
+    )
+    runs = [json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                      check=True, cwd=REPO).stdout) for _ in range(repeats)]
+    return {m: round(statistics.median(r[m] for r in runs), 3) for m in IMPORTS}
+
+
+class ClientAppWatch(threading.Thread):
+    """Lifetimes of flwr-clientapp processes below the given SuperNodes."""
+
+    def __init__(self, supernodes: list[int]) -> None:
+        super().__init__(daemon=True)
+        self.supernodes = supernodes
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            now = time.time()
+            for root in self.supernodes:
+                for pid in descendants(root):
+                    try:
+                        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+                        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+                    except OSError:
+                        continue
+                    if b"flwr-clientapp" in cmd and state != "Z":
+                        self.first.setdefault(pid, now)
+                        self.last[pid] = now
+            time.sleep(0.1)
+
+    def lifetimes(self) -> list[float]:
+        return [self.last[p] - self.first[p] for p in self.first]
+
+
+def round_seconds(run_dir: Path) -> list[float]:
+    return [json.loads(line)["seconds"] for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+
+
+def summary(values: list[float]) -> dict:
+    return {"per_round": [round(v, 2) for v in values], "median": round(statistics.median(values), 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--subjects", default="1,2,25")
+    parser.add_argument("--config", default=str(REPO / "configs" / "default.yaml"))
+    args = parser.parse_args()
+    subjects = [int(s) for s in args.subjects.split(",")]
+    overrides = [f"fed.rounds={args.rounds}"]
+    result: dict = {"benchmark": "fleet_round", "devices": len(subjects), "subjects": subjects,
+                    "rounds": args.rounds, "config": Path(args.config).name,
+                    "machine": {"cores": os.cpu_count(),
+                                "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}}
+    result["imports"] = import_seconds()
+    with tempfile.TemporaryDirectory(prefix="fedsense-bench-") as tmp:
+        root = Path(tmp)
+        (data,) = convert(args.config, [], str(root / "all.npz"), per_subject=False)
+        f = fleet.up(root / "fleet", data, subjects=subjects, tls=True, auth=True)
+        try:
+            watch = ClientAppWatch([d.process[0] for d in f.devices])
+            watch.start()
+            started = time.time()
+            run_dir = fleet.run(f.path, args.config, overrides, out=str(root / "fleet-run"))
+            wall = time.time() - started
+            watch.stop.set()
+            watch.join()
+        finally:
+            fleet.down(f.path)
+        lifetimes = watch.lifetimes()
+        result["deployment"] = {**summary(round_seconds(run_dir)), "wall_seconds": round(wall, 1)}
+        result["clientapp_process"] = {"count": len(lifetimes), "median_seconds": round(statistics.median(lifetimes), 2),
+                                       "max_seconds": round(max(lifetimes), 2)}
+        from fedsense.data.npz import load_npz, save_npz
+        import numpy as np
+
+        ds = load_npz(data)
+        union = save_npz(ds.subset(np.flatnonzero(np.isin(ds.subject, subjects))), root / "devices.npz")
+        # The devices' files already hold the shifted windows; the simulation
+        # reads the same files, so no shift is applied twice, and only the
+        # target domains present are targets (as each device decides for itself).
+        from fedsense.config import load
+
+        present = set(np.unique(ds.domain[np.isin(ds.subject, subjects)]).tolist())
+        targets = [d for d in load(Path(args.config)).data.target_domains if d in present]
+        started = time.time()
+        sim = run_experiment(args.config, [*overrides, "data.kind=npz", f"data.path={union}", "data.shifts=[]",
+                                           f"data.target_domains={targets}"], out=str(root / "sim-run"))
+        result["simulation"] = {**summary(round_seconds(sim)), "wall_seconds": round(time.time() - started, 1)}
+        for key in ("target", "source"):
+            a = json.loads((run_dir / "summary.json").read_text())[key]["macro_f1"]
+            b = json.loads((sim / "summary.json").read_text())[key]["macro_f1"]
+            result[f"{key}_macro_f1"] = {"deployment": a, "simulation": b}
+    result["deployment_over_simulation"] = round(result["deployment"]["median"] / result["simulation"]["median"], 1)
+    out = REPO / "benchmarks" / "results" / "fleet_round.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
