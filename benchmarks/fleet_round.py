@@ -8,6 +8,11 @@ one device per subject. Prints one JSON object and writes it to
 benchmarks/results/fleet_round.json. Measured:
 
 - ``deployment`` / ``simulation``: seconds per round (from metrics.jsonl);
+- ``device_message``: per message, from the SuperNode pulling it to the
+  SuperNode handing the reply back (its log lines, stamped as they appear);
+- ``clientapp_handler``: from the ClientApp's own log line per message, the
+  handler's seconds (fedsense's work) and how long the fresh process had
+  been running when the handler started (start-up: imports, app install);
 - ``clientapp_process``: lifetime of the ClientApp processes the SuperNodes
   start, one per message (seen by polling /proc every 0.1 s);
 - ``imports``: what a fresh ClientApp process imports before it can work
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -37,6 +43,8 @@ from fl_server.cli import convert, run_experiment  # noqa: E402
 from fl_server.processes import descendants  # noqa: E402
 
 IMPORTS = ["flwr.clientapp", "torch", "fl_client.client_app"]
+# what fl_client.client_app logs on a device for every message
+HANDLED = re.compile(r"fedsense client INFO \S+ took ([\d.]+)s; process started ([\d.]+)s before it")
 
 
 def import_seconds(repeats: int = 3) -> dict[str, float]:
@@ -81,6 +89,46 @@ class ClientAppWatch(threading.Thread):
         return [self.last[p] - self.first[p] for p in self.first]
 
 
+class LogStamps(threading.Thread):
+    """Times at which SuperNode log lines appear: a message pulled from the
+    SuperLink (``Receiving``) and its reply handed back (``Sending``)."""
+
+    def __init__(self, logs: list[Path]) -> None:
+        super().__init__(daemon=True)
+        self.logs = logs
+        self.events: list[tuple[float, int, str]] = []  # (time, device, "recv"|"send")
+        self.handled: list[tuple[float, float]] = []  # ClientApp's own line: (handler seconds, process age)
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        offsets = [p.stat().st_size if p.exists() else 0 for p in self.logs]
+        while not self.stop.is_set():
+            now = time.time()
+            for i, path in enumerate(self.logs):
+                with open(path, "rb") as f:
+                    f.seek(offsets[i])
+                    chunk = f.read()
+                offsets[i] += len(chunk)
+                for line in chunk.decode(errors="replace").splitlines():
+                    if "Receiving:" in line:
+                        self.events.append((now, i, "recv"))
+                    elif "Sending:" in line:
+                        self.events.append((now, i, "send"))
+                    elif match := HANDLED.search(line):
+                        self.handled.append((float(match.group(1)), float(match.group(2))))
+            time.sleep(0.05)
+
+    def device_seconds(self) -> list[float]:
+        """Per message: from pulled to reply handed back, on the device."""
+        out, pending = [], {}
+        for t, device, kind in sorted(self.events):
+            if kind == "recv":
+                pending[device] = t
+            elif device in pending:
+                out.append(t - pending.pop(device))
+        return out
+
+
 def round_seconds(run_dir: Path) -> list[float]:
     return [json.loads(line)["seconds"] for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
 
@@ -109,15 +157,29 @@ def main() -> None:
         try:
             watch = ClientAppWatch([d.process[0] for d in f.devices])
             watch.start()
+            stamps = LogStamps([fleet.node_log(f, d.name) for d in f.devices])
+            stamps.start()
             started = time.time()
             run_dir = fleet.run(f.path, args.config, overrides, out=str(root / "fleet-run"))
             wall = time.time() - started
             watch.stop.set()
+            stamps.stop.set()
             watch.join()
+            stamps.join()
         finally:
             fleet.down(f.path)
         lifetimes = watch.lifetimes()
         result["deployment"] = {**summary(round_seconds(run_dir)), "wall_seconds": round(wall, 1)}
+        on_device = stamps.device_seconds()
+        result["device_message"] = {"count": len(on_device), "median_seconds": round(statistics.median(on_device), 2),
+                                    "max_seconds": round(max(on_device), 2)}
+        work = [w for w, _ in stamps.handled]
+        start_up = [a for _, a in stamps.handled]
+        result["clientapp_handler"] = {
+            "count": len(work),
+            "median_seconds": round(statistics.median(work), 2),  # fedsense's own work per message
+            "median_process_age_at_start": round(statistics.median(start_up), 2),  # start-up before it
+        }
         result["clientapp_process"] = {"count": len(lifetimes), "median_seconds": round(statistics.median(lifetimes), 2),
                                        "max_seconds": round(max(lifetimes), 2)}
         from fedsense.data.npz import load_npz, save_npz

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, Context, Error, Message, MetricRecord, RecordDict
@@ -42,18 +45,47 @@ log = logging.getLogger("fedsense.client")
 Handler = Callable[[Message, Context], Message]
 
 
+def process_age() -> float | None:
+    """Seconds since this process started (Linux), else None."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return uptime - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _device_log() -> logging.Logger:
+    """On a real device the ClientApp's output lands in the SuperNode's log: give our lines a home."""
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("fedsense client %(levelname)s %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+    return log
+
+
 def refuses_bad_input(handler: Handler) -> Handler:
     """Answer bad input on this device with an error reply instead of a crash:
-    one line naming the problem, for the server's log and the operator's."""
+    one line naming the problem, for the server's log and the operator's.
+    On a real device (``data-path`` in its node config) every message also
+    logs how long it took and how long its fresh process took to get there."""
 
     @functools.wraps(handler)
     def wrapped(msg: Message, context: Context) -> Message:
+        started, age = time.time(), process_age()
+        kind = msg.metadata.message_type
         try:
-            return handler(msg, context)
+            reply = handler(msg, context)
         except (ConfigError, DatasetError) as err:
             reason = f"{type(err).__name__}: {err}"
-            log.error("fedsense client refused %s: %s", msg.metadata.message_type, reason)
+            log.error("fedsense client refused %s: %s", kind, reason)
             return Message(Error(code=protocol.ERROR_BAD_INPUT, reason=reason), reply_to=msg)
+        if protocol.NODE_DATA_PATH in context.node_config:
+            _device_log().info("%s took %.2fs; process started %.2fs before it", kind, time.time() - started,
+                               age if age is not None else float("nan"))
+        return reply
 
     return wrapped
 

@@ -45,6 +45,14 @@ def _absolute_overrides(cfg: Config, out: Path) -> list[str]:
     return pins
 
 
+def _replied(rec: dict) -> str:
+    """`` 2/3 replied`` when some sampled client did not reply usefully, else nothing."""
+    clients = rec.get("clients", {})
+    if clients.get("replied", 0) == clients.get("sampled", 0):
+        return ""
+    return f"  {clients['replied']}/{clients['sampled']} replied"
+
+
 class _Progress:
     """Prints each new line of a run's metrics.jsonl as a one-line round report."""
 
@@ -69,7 +77,7 @@ class _Progress:
             print(
                 f"round {r:>3}/{self.rounds}  {rec.get('seconds', 0):6.1f}s  "
                 f"target macro-F1 {fmt('target')}  source macro-F1 {fmt('source')}  "
-                f"ETA {eta:5.0f}s",
+                f"ETA {eta:5.0f}s{_replied(rec)}",
                 flush=True,
             )
         self.seen = len(lines)

@@ -71,11 +71,14 @@ def main(grid: Grid, context: Context) -> None:
                     run.log_histograms(server_round, weights)
             target = record.get("target", {}).get("macro_f1")
             source = record.get("source", {}).get("macro_f1")
+            nodes = record["nodes"]
             log.info(
-                "round %d/%d  %.1fs  target macro-F1 %s  source macro-F1 %s",
+                "round %d/%d  %.1fs  target macro-F1 %s  source macro-F1 %s  replied %d/%d%s",
                 server_round, cfg.fed.rounds, record["seconds"],
                 f"{target:.4f}" if target is not None else "-",
                 f"{source:.4f}" if source is not None else "-",
+                len(nodes["replied"]), len(nodes["sampled"]),
+                f"  failed: {nodes['failed']}" if nodes["failed"] else "",
             )
 
         adaptation = AdaptationState(

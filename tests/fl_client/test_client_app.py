@@ -169,3 +169,24 @@ def test_fedbn_target_evaluates_with_statistics_of_its_own_windows(tmp_path, mod
     local = {k: v.numpy() for k, v in ctx.state[LOCAL_STATE].items()}
     means = [v for k, v in local.items() if k.endswith("running_mean")]
     assert means and all(np.abs(m).sum() > 0 for m in means)  # not the 0/1 of a fresh layer
+
+
+def test_a_device_logs_each_message_with_its_process_start_up_cost(tmp_path, model_cfg, capfd):
+    from fedsense.data.npz import save_npz
+    from fedsense.data.synthetic import make_synthetic_subject
+    from fl_client.client_app import process_age
+
+    age = process_age()
+    assert age is not None and 0 < age < 24 * 3600  # this test process started a while ago, not in the future
+    path = save_npz(make_synthetic_subject(load_cfg().data.synthetic, 0, 2), tmp_path / "device.npz")
+    reply = query(_message(protocol.QUERY_MESSAGE, None), _device_context(str(path), tmp_path))
+    assert not reply.has_error()
+    line = [ln for ln in capfd.readouterr().err.splitlines() if "fedsense client" in ln][-1]
+    assert line.startswith(f"fedsense client INFO {protocol.QUERY_MESSAGE} took ")
+    assert "process started" in line
+
+
+def load_cfg():
+    from fedsense.config import load
+
+    return load(SYNTHETIC)
