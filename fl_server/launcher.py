@@ -280,6 +280,14 @@ def submit_and_wait(
             if time.time() > give_up:
                 raise RunFailed(f"Flower run {run_id} still '{status}' after {deadline:.0f}s")
             time.sleep(poll)
+    except (KeyboardInterrupt, SystemExit, RunFailed):
+        # Ctrl-C, SIGTERM or giving up: the run must not go on without us
+        # (on a fleet's SuperLink, which outlives this command, it would).
+        try:
+            _flwr(["stop", str(run_id), FEDERATION], home, timeout=30)
+        except RunFailed:  # the SuperLink is gone or mute: nothing left to stop there
+            pass
+        raise
     finally:
         if follower is not None:
             follower.terminate()
