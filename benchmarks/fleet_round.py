@@ -33,10 +33,7 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+from common import REPO, machine, write_result
 
 from fl_server import fleet  # noqa: E402
 from fl_server.cli import convert, run_experiment  # noqa: E402
@@ -147,8 +144,7 @@ def main() -> None:
     overrides = [f"fed.rounds={args.rounds}"]
     result: dict = {"benchmark": "fleet_round", "devices": len(subjects), "subjects": subjects,
                     "rounds": args.rounds, "config": Path(args.config).name,
-                    "machine": {"cores": os.cpu_count(),
-                                "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}}
+                    "machine": machine()}
     result["imports"] = import_seconds()
     with tempfile.TemporaryDirectory(prefix="fedsense-bench-") as tmp:
         root = Path(tmp)
@@ -203,10 +199,7 @@ def main() -> None:
             b = json.loads((sim / "summary.json").read_text())[key]["macro_f1"]
             result[f"{key}_macro_f1"] = {"deployment": a, "simulation": b}
     result["deployment_over_simulation"] = round(result["deployment"]["median"] / result["simulation"]["median"], 1)
-    out = REPO / "benchmarks" / "results" / "fleet_round.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result("fleet_round", result)
 
 
 if __name__ == "__main__":

@@ -212,15 +212,23 @@ def run_status(home: Path, run_id: int) -> str:
 
 
 def simulation_federation(num_supernodes: int, cpus_per_client: int) -> list[str]:
-    """``--federation-config`` entries of a simulation: virtual SuperNodes and Ray's resources."""
-    return [
+    """``--federation-config`` entries of a simulation: virtual SuperNodes and Ray's resources.
+
+    With ``RAY_ADDRESS`` set, Ray connects to that existing cluster and uses
+    its resources (its nodes must have this environment at the same paths);
+    otherwise a private Ray instance with this machine's cores is started,
+    never a cluster some earlier ``ray start`` left running.
+    """
+    entries = [
         f"num-supernodes={num_supernodes}",
         f"client-resources-num-cpus={cpus_per_client}",
         "client-resources-num-gpus=0.0",
-        f"init-args-num-cpus={os.cpu_count() or 1}",
         'init-args-logging-level="ERROR"',
         "init-args-log-to-driver=true",
     ]
+    if not os.environ.get("RAY_ADDRESS"):
+        entries += [f"init-args-num-cpus={os.cpu_count() or 1}", 'init-args-address="local"']
+    return entries
 
 
 def write_run_config(path: Path, config_file: Path, overrides: list[str]) -> Path:

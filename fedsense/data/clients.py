@@ -55,8 +55,43 @@ def _partition(cfg: Config, ds: Dataset) -> list:
     return _PARTITIONS[0][2]
 
 
+def _generated_one_by_one(cfg: Config) -> bool:
+    """Synthetic data without device shifts: a client's windows are generated
+    from its subject id alone, so no process ever holds the whole fleet's data
+    (a shift's noise is drawn over all its domains' windows at once: with
+    shifts the whole dataset is built, as for files)."""
+    return cfg.data.kind == "synthetic" and not cfg.data.shifts
+
+
+def _check_generated_roles(cfg: Config) -> int:
+    """The number of generated subjects, after the checks ``partition`` makes."""
+    subjects = cfg.data.synthetic.subjects
+    targets = {int(d) for d in cfg.data.target_domains}
+    missing = sorted(d for d in targets if not 1 <= d <= subjects)
+    if missing:
+        raise DatasetError(f"target domains {missing} match no client (domains present: 1..{subjects})")
+    if len(targets) >= subjects:
+        raise DatasetError(f"no source client: every domain of 1..{subjects} is a target")
+    return subjects
+
+
+def _generated_client(cfg: Config, pid: int) -> ClientData:
+    """Client ``pid`` (subject ``pid + 1``) generated on its own; the same
+    windows, split and role as its partition of the whole generated dataset."""
+    from fedsense.data.loaders import select_modalities
+    from fedsense.data.partition import split_indices
+    from fedsense.data.synthetic import make_synthetic_subject
+
+    ds = select_modalities(make_synthetic_subject(cfg.data.synthetic, cfg.seed, pid + 1), list(cfg.data.modalities))
+    train, test = split_indices(ds.y, cfg.data.test_fraction)
+    role = "target" if pid + 1 in {int(d) for d in cfg.data.target_domains} else "source"
+    return _finish(cfg, ds.subset(train), ds.subset(test), role, pid)  # type: ignore[arg-type]
+
+
 def num_clients(cfg: Config) -> int:
     """How many clients (subjects) the configured dataset has."""
+    if _generated_one_by_one(cfg):
+        return _check_generated_roles(cfg)
     return len(_partition(cfg, cached_dataset(cfg.data, cfg.seed)))
 
 
@@ -109,16 +144,23 @@ def load_client_data(cfg: Config, node_config: Mapping[str, object]) -> ClientDa
             "start the SuperNode with --node-config \"data-path=/path/device.npz\""
         )
     pid = int(node_config[protocol.NODE_PARTITION_ID])  # type: ignore[arg-type]
-    ds = cached_dataset(cfg.data, cfg.seed)
-    splits = _partition(cfg, ds)
     total = node_config.get(protocol.NODE_NUM_PARTITIONS)
-    if total is not None and int(total) != len(splits):  # type: ignore[arg-type]
+    generated = _generated_one_by_one(cfg)
+    if generated:
+        count = _check_generated_roles(cfg)
+    else:
+        ds = cached_dataset(cfg.data, cfg.seed)
+        splits = _partition(cfg, ds)
+        count = len(splits)
+    if total is not None and int(total) != count:  # type: ignore[arg-type]
         raise DatasetError(
-            f"the federation has {total} SuperNodes but the dataset has {len(splits)} "
+            f"the federation has {total} SuperNodes but the dataset has {count} "
             "clients (one per subject); set num-supernodes to match"
         )
-    if not 0 <= pid < len(splits):
-        raise DatasetError(f"partition-id {pid} out of range: the dataset has {len(splits)} clients")
+    if not 0 <= pid < count:
+        raise DatasetError(f"partition-id {pid} out of range: the dataset has {count} clients")
+    if generated:
+        return _generated_client(cfg, pid)
     split = splits[pid]
     train, test = client_data(ds, split)
     return _finish(cfg, train, test, split.role, pid)

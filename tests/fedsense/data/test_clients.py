@@ -172,3 +172,35 @@ def test_device_missing_file(tmp_path: Path) -> None:
     missing = tmp_path / "absent.npz"
     with pytest.raises(DatasetError, match="absent.npz"):
         load_client_data(cfg_with(tmp_path), {protocol.NODE_DATA_PATH: str(missing)})
+
+
+def test_generated_clients_equal_their_partition_of_the_whole_dataset(tmp_path: Path) -> None:
+    # Synthetic clients are generated one by one (no process holds the fleet's
+    # data); they must be exactly the partitions of the whole generated dataset.
+    from fedsense.data import clients as clients_mod
+    from fedsense.data.loaders import cached_dataset
+    from fedsense.data.partition import client_data
+
+    cfg = cfg_with(tmp_path, "data.target_domains=[2, 6]", "data.modalities=[gyro]")
+    assert clients_mod._generated_one_by_one(cfg)
+    splits = clients_mod._partition(cfg, cached_dataset(cfg.data, cfg.seed))
+    assert num_clients(cfg) == len(splits) == 6
+    for p, split in enumerate(splits):
+        one = load_client_data(cfg, pid(p, 6))
+        train, test = client_data(cached_dataset(cfg.data, cfg.seed), split)
+        assert one.role == split.role
+        for mine, whole in ((one.train, clients_mod._finish(cfg, train, test, split.role, p).train),
+                            (one.test, test)):
+            assert list(mine.x) == list(whole.x) == ["gyro"]
+            np.testing.assert_array_equal(mine.x["gyro"], whole.x["gyro"])
+            np.testing.assert_array_equal(mine.y, whole.y)
+            np.testing.assert_array_equal(mine.subject, whole.subject)
+
+
+def test_generated_clients_refuse_what_partition_refuses(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match=r"target domains \[9\] match no client"):
+        num_clients(cfg_with(tmp_path, "data.target_domains=[9]"))
+    with pytest.raises(DatasetError, match="no source client"):
+        load_client_data(cfg_with(tmp_path, "data.target_domains=[1,2,3,4,5,6]"), pid(0))
+    with pytest.raises(DatasetError, match="partition-id 6 out of range"):
+        load_client_data(cfg_with(tmp_path), pid(6))

@@ -1,0 +1,154 @@
+"""Federated wall time against the physical limit: the same client updates
+computed back to back in one plain process (no Flower, Ray or messages).
+
+    python benchmarks/overhead.py [--clients 10,100,1000] [--rounds 3]
+
+Every client of a synthetic fleet (HAPT-shaped windows: acc and gyro, 3 x 128,
+6 classes, 180 windows per client; the default model) is sampled every
+round. The pure-compute pass does, per client and round, what the ClientApp
+does for a train and an evaluate message — load the client's data, build the
+model, load the global weights, train one local epoch, evaluate — with one
+torch thread, and times each part. The physical limit of a round is that
+single-thread work spread over all cores; ``overhead_ratio`` is the
+federated round's seconds over it. Writes benchmarks/results/overhead.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from common import REPO, machine, write_result
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+SYNTHETIC = REPO / "configs" / "synthetic.yaml"
+# HAPT-shaped synthetic windows and the default model (configs/default.yaml)
+BASE = [
+    "data.synthetic.modalities={acc: [3, 128], gyro: [3, 128]}",
+    "data.synthetic.classes=6",
+    "data.synthetic.windows_per_class=30",
+    "data.target_domains=[]",
+    "model.channels=[32, 48, 64]",
+    "model.embed_dim=64",
+    "adapt.method=none",
+    "fed.min_clients=2",
+]
+
+
+def pure_compute(overrides: list[str]) -> dict[str, float]:
+    """Seconds per part for one round of every client's work, one thread, no Flower."""
+    from fedsense.adaptation import METHODS
+    from fedsense.config import load
+    from fedsense.data.clients import load_client_data, num_clients
+    from fedsense.engine import evaluate, train_supervised
+    from fedsense.models import DataSpec, build_run_model
+    from fedsense.params import load_arrays, shared_arrays, shared_keys, sharing_of
+
+    torch.set_num_threads(1)
+    cfg = load(SYNTHETIC, overrides)
+    n = num_clients(cfg)
+    sharing = sharing_of(METHODS[cfg.adapt.method], cfg.adapt.alignment)
+    parts = {"data": 0.0, "model": 0.0, "train": 0.0, "evaluate": 0.0}
+    global_arrays = None
+    for pid in range(n):
+        for phase in ("train", "evaluate"):
+            t = time.perf_counter()
+            data = load_client_data(cfg, {"partition-id": pid, "num-partitions": n})
+            parts["data"] += time.perf_counter() - t
+            t = time.perf_counter()
+            spec = DataSpec(shapes=data.train.shapes(), num_classes=cfg.data.synthetic.classes)
+            model = build_run_model(spec, cfg)
+            if global_arrays is None:
+                global_arrays = shared_arrays(model, sharing)
+            load_arrays(model, global_arrays, strict_keys=shared_keys(model, sharing))
+            parts["model"] += time.perf_counter() - t
+            t = time.perf_counter()
+            if phase == "train":
+                train_supervised(model, data.train, cfg.train, epochs=cfg.train.local_epochs, lr=cfg.train.lr,
+                                 seed=pid)
+                shared_arrays(model, sharing)
+            else:
+                evaluate(model, data.test, cfg.data.synthetic.classes)
+            parts[phase] += time.perf_counter() - t
+    parts["total"] = sum(parts.values())
+    parts["clients"] = n
+    return parts
+
+
+def serialisation_seconds(overrides: list[str], repeats: int = 20) -> float:
+    """One message's model arrays into Flower's records and through pickle
+    (how Ray moves them) and back, in seconds."""
+    from flwr.app import Array, ArrayRecord, RecordDict
+
+    from fedsense.adaptation import METHODS
+    from fedsense.config import load
+    from fedsense.models import DataSpec, build_run_model
+    from fedsense.params import shared_arrays, sharing_of
+
+    cfg = load(SYNTHETIC, overrides)
+    spec = DataSpec(shapes={"acc": (3, 128), "gyro": (3, 128)}, num_classes=6)
+    arrays = shared_arrays(build_run_model(spec, cfg), sharing_of(METHODS["none"], "statistics"))
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        record = RecordDict({"arrays": ArrayRecord({k: Array(np.asarray(v)) for k, v in arrays.items()})})
+        back = pickle.loads(pickle.dumps(record))
+        _ = {k: a.numpy() for k, a in back["arrays"].items()}
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def federated(overrides: list[str], out: Path) -> dict:
+    from fl_server.cli import run_experiment
+
+    started = time.time()
+    run_dir = run_experiment(SYNTHETIC, overrides, out=str(out))
+    wall = time.time() - started
+    rounds = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    seconds = [r["seconds"] for r in rounds]
+    return {"round_seconds": seconds, "wall_seconds": round(wall, 1),
+            "outside_rounds_seconds": round(wall - sum(seconds), 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", default="10,100,1000")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    cores = os.cpu_count() or 1
+    result: dict = {"benchmark": "overhead", "machine": machine(), "rounds": args.rounds,
+                    "per_client": "180 windows (acc, gyro 3x128), default model, 1 local epoch, batch 32",
+                    "limit": f"single-thread pure compute / {cores} cores", "runs": []}
+    result["serialisation_seconds_per_message"] = round(serialisation_seconds(BASE), 5)
+    with tempfile.TemporaryDirectory(prefix="fedsense-bench-") as tmp:
+        for n in [int(v) for v in args.clients.split(",")]:
+            overrides = [*BASE, f"data.synthetic.subjects={n}", f"fed.rounds={args.rounds}"]
+            pure = pure_compute(overrides)
+            fed = federated(overrides, Path(tmp) / f"run-{n}")
+            limit = pure["total"] / cores
+            per_round = statistics.median(fed["round_seconds"])
+            entry = {
+                "clients_per_round": n,
+                "pure_compute_seconds": {k: round(v, 3) for k, v in pure.items() if k != "clients"},
+                "limit_seconds_per_round": round(limit, 3),
+                "federated": fed,
+                "federated_seconds_per_round": round(per_round, 3),
+                "overhead_ratio": round(per_round / limit, 2),
+                "overhead_seconds_per_client_message": round((per_round - limit) * cores / (2 * n), 4),
+            }
+            result["runs"].append(entry)
+            print(f"{n:>5} clients/round: federated {per_round:7.2f} s/round, limit {limit:7.2f} s, "
+                  f"ratio {entry['overhead_ratio']:.2f}", flush=True)
+    write_result("overhead", result)
+
+
+if __name__ == "__main__":
+    main()
