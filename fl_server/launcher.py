@@ -55,6 +55,9 @@ def quiet_env(flwr_home: Path) -> dict[str, str]:
         # Single-machine Ray: with "cluster" support off Ray binds its
         # services to loopback instead of the machine's network address.
         RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+        # ray.init() would join a cluster an earlier `ray start` left running;
+        # "local" starts a private instance. A RAY_ADDRESS the user set wins.
+        RAY_ADDRESS=os.environ.get("RAY_ADDRESS") or "local",
         PYTHONUNBUFFERED="1",
         # the SuperLink starts flower-superexec and flwr-simulation from PATH
         PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
@@ -227,7 +230,7 @@ def simulation_federation(num_supernodes: int, cpus_per_client: int) -> list[str
         "init-args-log-to-driver=true",
     ]
     if not os.environ.get("RAY_ADDRESS"):
-        entries += [f"init-args-num-cpus={os.cpu_count() or 1}", 'init-args-address="local"']
+        entries.append(f"init-args-num-cpus={os.cpu_count() or 1}")
     return entries
 
 
