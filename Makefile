@@ -10,7 +10,7 @@ export FLWR_TELEMETRY_ENABLED := 0
 export RAY_USAGE_STATS_ENABLED := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run test test-slow test-fleet clean
+.PHONY: install run test test-slow test-fleet bench clean
 
 install: $(STAMP)
 
@@ -40,6 +40,10 @@ test-slow: $(STAMP)
 # Real SuperLink and SuperNode processes on 127.0.0.1, TLS and authentication (minutes).
 test-fleet: $(STAMP)
 	$(BIN)/python -m pytest -m fleet
+
+# Benchmarks (not tests): JSON per benchmark in benchmarks/results/, a table on stdout (~20 min).
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py
 
 clean:
 	rm -rf $(VENV) runs .cache

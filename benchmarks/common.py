@@ -9,6 +9,7 @@ import json
 import os
 import platform
 import sys
+import threading
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,3 +43,64 @@ def write_result(name: str, result: dict) -> Path:
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return path
+
+
+# --------------------------------------------------------------------------- process tree accounting
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+TICK = os.sysconf("SC_CLK_TCK")
+KINDS = (("ClientAppActor", "ray actor"), ("flower-superlink", "superlink"), ("flwr-simulation", "simulation"),
+         ("flower-superexec", "superexec"), ("raylet", "ray raylet"), ("gcs_server", "ray gcs"),
+         ("ray::", "ray worker"), ("ray/", "ray other"))
+
+
+def process_kind(pid: int) -> str:
+    """What a process of a run is, from its command line."""
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "gone"
+    return next((name for key, name in KINDS if key in cmd), "other")
+
+
+class ProcessWatch(threading.Thread):
+    """Samples this process and all its descendants every ``interval`` seconds:
+    peak summed resident memory, peak per kind of process, CPU seconds per kind."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.interval = interval
+        self.peak = 0
+        self.peak_by_kind: dict[str, int] = {}
+        self.cpu: dict[int, tuple[str, float]] = {}  # pid -> (kind, last seen CPU seconds)
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        from fl_server.processes import descendants
+
+        me = os.getpid()
+        while not self.stop.is_set():
+            total = 0
+            for pid in [me, *descendants(me)]:
+                try:
+                    rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                except (OSError, IndexError, ValueError):
+                    continue
+                kind = self.cpu[pid][0] if pid in self.cpu else ("benchmark" if pid == me else process_kind(pid))
+                self.cpu[pid] = (kind, (int(fields[11]) + int(fields[12])) / TICK)  # utime + stime
+                self.peak_by_kind[kind] = max(self.peak_by_kind.get(kind, 0), rss)
+                total += rss
+            self.peak = max(self.peak, total)
+            self.stop.wait(self.interval)
+
+    def cpu_by_kind(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for kind, seconds in self.cpu.values():
+            out[kind] = round(out.get(kind, 0.0) + seconds, 2)
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+    def finish(self) -> "ProcessWatch":
+        self.stop.set()
+        self.join()
+        return self

@@ -14,62 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from common import REPO, machine, write_result
-
-from fl_server.processes import descendants  # noqa: E402
+from common import REPO, ProcessWatch, machine, write_result
 
 SYNTHETIC = REPO / "configs" / "synthetic.yaml"
-PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def _rss(pid: int) -> int:
-    try:
-        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
-    except (OSError, IndexError, ValueError):
-        return 0
-
-
-def _kind(pid: int) -> str:
-    try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return "gone"
-    for key, name in (("ClientAppActor", "ray actor"), ("flower-superlink", "superlink"),
-                      ("flwr-simulation", "simulation"), ("flower-superexec", "superexec"),
-                      ("raylet", "ray raylet"), ("gcs_server", "ray gcs"), ("ray::", "ray worker")):
-        if key in cmd:
-            return name
-    return "other"
-
-
-class PeakMemory(threading.Thread):
-    """Peak summed RSS of this process and all its descendants."""
-
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.peak = 0
-        self.by_kind: dict[str, int] = {}  # peak RSS of one process of each kind
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        me = os.getpid()
-        while not self.stop.is_set():
-            pids = [me, *descendants(me)]
-            sizes = {p: _rss(p) for p in pids}
-            self.peak = max(self.peak, sum(sizes.values()))
-            for p, size in sizes.items():
-                kind = "benchmark" if p == me else _kind(p)
-                self.by_kind[kind] = max(self.by_kind.get(kind, 0), size)
-            time.sleep(0.2)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--devices", default="100,1000,10000")
@@ -84,14 +36,14 @@ def main() -> None:
         for n in [int(v) for v in args.devices.split(",")]:
             share = min(1.0, args.sampled / n)
             overrides = [f"data.synthetic.subjects={n}", "data.target_domains=[]", f"fed.rounds={args.rounds}",
+                         f"fed.query_nodes={args.sampled}",
                          f"fed.fraction_train={share}", f"fed.fraction_evaluate={share}", "adapt.method=none"]
-            watch = PeakMemory()
+            watch = ProcessWatch()
             watch.start()
             started = time.time()
             run_dir = run_experiment(SYNTHETIC, overrides, out=str(Path(tmp) / f"run-{n}"))
             wall = time.time() - started
-            watch.stop.set()
-            watch.join()
+            watch.finish()
             rounds = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
             entry = {
                 "devices": n,
@@ -100,7 +52,8 @@ def main() -> None:
                 "median_seconds_per_round": statistics.median(r["seconds"] for r in rounds),
                 "wall_seconds": round(wall, 1),
                 "peak_rss_gib": round(watch.peak / 2**30, 3),
-                "peak_rss_mib_by_process_kind": {k: round(v / 2**20) for k, v in sorted(watch.by_kind.items())},
+                "peak_rss_mib_of_one_process_by_kind": {k: round(v / 2**20) for k, v in sorted(watch.peak_by_kind.items())},
+                "cpu_seconds_by_process_kind": watch.cpu_by_kind(),
             }
             result["runs"].append(entry)
             print(f"{n:>6} devices: peak {entry['peak_rss_gib']:.2f} GiB, "

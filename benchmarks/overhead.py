@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, machine, write_result
+from common import REPO, ProcessWatch, machine, write_result
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -57,6 +57,11 @@ def pure_compute(overrides: list[str]) -> dict[str, float]:
     n = num_clients(cfg)
     sharing = sharing_of(METHODS[cfg.adapt.method], cfg.adapt.alignment)
     parts = {"data": 0.0, "model": 0.0, "train": 0.0, "evaluate": 0.0}
+    # Warm-up, untimed: torch's first backward pass sets up kernels (an actor
+    # pays this once per process, in round 1, as this process does here).
+    warm = load_client_data(cfg, {"partition-id": 0, "num-partitions": n})
+    model = build_run_model(DataSpec(shapes=warm.train.shapes(), num_classes=cfg.data.synthetic.classes), cfg)
+    train_supervised(model, warm.train, cfg.train, epochs=1, lr=cfg.train.lr, seed=0)
     global_arrays = None
     for pid in range(n):
         for phase in ("train", "evaluate"):
@@ -109,13 +114,17 @@ def serialisation_seconds(overrides: list[str], repeats: int = 20) -> float:
 def federated(overrides: list[str], out: Path) -> dict:
     from fl_server.cli import run_experiment
 
+    watch = ProcessWatch()
+    watch.start()
     started = time.time()
     run_dir = run_experiment(SYNTHETIC, overrides, out=str(out))
     wall = time.time() - started
+    watch.finish()
     rounds = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
     seconds = [r["seconds"] for r in rounds]
     return {"round_seconds": seconds, "wall_seconds": round(wall, 1),
-            "outside_rounds_seconds": round(wall - sum(seconds), 1)}
+            "outside_rounds_seconds": round(wall - sum(seconds), 1),
+            "cpu_seconds_by_process_kind": watch.cpu_by_kind()}
 
 
 def main() -> None:

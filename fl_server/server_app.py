@@ -21,7 +21,7 @@ from fedsense.models import build_run_model, count_parameters
 from fedsense.params import shared_arrays, sharing_of
 from fedsense.rundir import RunDir, build_summary, checkpoint_due, resolve_run_dir
 from fedsense.runconfig import config_from_run
-from fl_server.spec import query_clients, wait_for_nodes
+from fl_server.spec import nodes_to_query, query_clients, wait_for_nodes
 from strategies import AdaptationState, FedSenseStrategy
 
 log = logging.getLogger("fedsense.server")
@@ -50,10 +50,12 @@ def main(grid: Grid, context: Context) -> None:
 
         log_replies = on_reply if cfg.output.message_log else None
         nodes = wait_for_nodes(grid, minimum=cfg.fed.min_clients)
-        spec, roles = query_clients(grid, nodes, timeout=cfg.fed.timeout, on_reply=log_replies)
+        asked = nodes_to_query(nodes, cfg.fed.query_nodes, cfg.seed)
+        spec, roles = query_clients(grid, asked, timeout=cfg.fed.timeout, on_reply=log_replies)
         method = METHODS[cfg.adapt.method]
         model = build_run_model(spec, cfg)
-        extra = {"clients": {"total": len(nodes), **roles}, "parameters": count_parameters(model)}
+        sampled = {"queried": len(asked)} if len(asked) < len(nodes) else {}  # roles count the queried ones
+        extra = {"clients": {"total": len(nodes), **sampled, **roles}, "parameters": count_parameters(model)}
         log.info("%d clients (%s); model has %d parameters", len(nodes), roles, extra["parameters"])
 
         def on_round_end(server_round: int, record: dict, arrays: ArrayRecord) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable
 
@@ -30,6 +31,15 @@ def wait_for_nodes(grid: Grid, minimum: int, settle: float = 2.0, timeout: float
         if time.time() > deadline:
             raise TimeoutError(f"only {len(nodes)} of at least {minimum} nodes connected after {timeout:.0f}s")
         time.sleep(0.2)
+
+
+def nodes_to_query(nodes: list[int], sample: int, seed: int) -> list[int]:
+    """Every node (``sample`` 0 or at least the fleet), else a sample of
+    ``sample`` nodes fixed by ``seed``: a fleet of thousands need not all
+    describe their data before the first round."""
+    if sample <= 0 or sample >= len(nodes):
+        return list(nodes)
+    return sorted(random.Random(seed).sample(sorted(nodes), sample))
 
 
 def query_clients(

@@ -1,0 +1,74 @@
+"""``make bench``: every benchmark in turn, its JSON under benchmarks/results/,
+then one short table of the headline figures.
+
+    python benchmarks/run.py [NAME ...]      # default: all, in the order below
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+from common import REPO, RESULTS, machine
+
+# name -> arguments; sized so that all of them take under 20 minutes on 2 cores
+BENCHMARKS = {
+    "device_cost": [],
+    "overhead": ["--clients", "10,100,1000", "--rounds", "2"],
+    "fleet_size": ["--devices", "100,1000,10000", "--sampled", "50", "--rounds", "3"],
+    "ray_cluster": ["--rounds", "2"],
+    "fleet_round": ["--rounds", "3"],
+}
+
+
+def headline(name: str, r: dict) -> list[str]:
+    if name == "device_cost":
+        traffic = r.get("traffic", {})
+        return [f"{r['parameters']:,} parameters, {r['fp32_bytes'] / 1024:.0f} KiB fp32",
+                f"latency {r['latency_batch1_1thread_ms']['median']:.2f} ms (batch 1, 1 thread)",
+                f"up {traffic.get('bytes_up_per_client', 0) / 1024:.0f} KiB, "
+                f"down {traffic.get('bytes_down_per_client', 0) / 1024:.0f} KiB per client and round"]
+    if name == "overhead":
+        return [f"{e['clients_per_round']} clients/round: ratio {e['overhead_ratio']:.2f} "
+                f"({e['federated_seconds_per_round']:.1f} s vs limit {e['limit_seconds_per_round']:.1f} s)"
+                for e in r["runs"]]
+    if name == "fleet_size":
+        return [f"{e['devices']} devices: peak {e['peak_rss_gib']:.2f} GiB, {e['median_seconds_per_round']:.1f} s/round"
+                for e in r["runs"]] + [f"memory growth {100 * r['memory_growth']:.1f} %"]
+    if name == "ray_cluster":
+        return [f"work on both nodes: {r['work_on_both_nodes']}, {r['actors_by_node']}",
+                f"cluster processes left: {r['cluster_processes_left']}"]
+    if name == "fleet_round":
+        return [f"fleet {r['deployment']['median']:.1f} s/round vs simulation {r['simulation']['median']:.1f} s/round"]
+    return []
+
+
+def main() -> int:
+    names = sys.argv[1:] or list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        sys.exit(f"unknown benchmark(s) {unknown}; valid: {list(BENCHMARKS)}")
+    failed, times = [], {}
+    for name in names:
+        print(f"== {name}", flush=True)
+        started = time.time()
+        proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / f"{name}.py"), *BENCHMARKS[name]],
+                              cwd=REPO)
+        times[name] = time.time() - started
+        if proc.returncode != 0:
+            failed.append(name)
+    print(f"\nmachine: {machine()}")
+    for name in names:
+        path = RESULTS / f"{name}.json"
+        status = "FAILED" if name in failed else f"{times[name]:.0f} s"
+        print(f"{name:12s} {status:>7s}  {path.relative_to(REPO)}")
+        if name not in failed and path.exists():
+            for line in headline(name, json.loads(path.read_text())):
+                print(f"{'':21s}{line}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
