@@ -10,7 +10,7 @@ export FLWR_TELEMETRY_ENABLED := 0
 export RAY_USAGE_STATS_ENABLED := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run test test-slow test-fleet bench clean
+.PHONY: install run test test-slow test-fleet bench bench-fleet clean
 
 install: $(STAMP)
 
@@ -44,6 +44,10 @@ test-fleet: $(STAMP)
 # Benchmarks (not tests): JSON per benchmark in benchmarks/results/, a table on stdout (~20 min).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+
+# Round time of a real 3-device fleet against the simulation (~4 min).
+bench-fleet: $(STAMP)
+	$(BIN)/python benchmarks/run.py fleet_round
 
 clean:
 	rm -rf $(VENV) runs .cache

@@ -72,7 +72,8 @@ class ProcessWatch(threading.Thread):
         self.interval = interval
         self.peak = 0
         self.peak_by_kind: dict[str, int] = {}
-        self.cpu: dict[int, tuple[str, float]] = {}  # pid -> (kind, last seen CPU seconds)
+        self.cpu: dict[int, tuple[str, float]] = {}  # pid -> (kind, CPU seconds while watched)
+        self.base: dict[int, float] = {}
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -87,8 +88,11 @@ class ProcessWatch(threading.Thread):
                     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
                 except (OSError, IndexError, ValueError):
                     continue
-                kind = self.cpu[pid][0] if pid in self.cpu else ("benchmark" if pid == me else process_kind(pid))
-                self.cpu[pid] = (kind, (int(fields[11]) + int(fields[12])) / TICK)  # utime + stime
+                # the latest command line names it (a forked worker shows its parent's at first)
+                kind = "benchmark" if pid == me else process_kind(pid)
+                seconds = (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+                self.base.setdefault(pid, seconds if pid == me else 0.0)  # only this process ran before
+                self.cpu[pid] = (kind, seconds - self.base[pid])
                 self.peak_by_kind[kind] = max(self.peak_by_kind.get(kind, 0), rss)
                 total += rss
             self.peak = max(self.peak, total)

@@ -1,7 +1,7 @@
 """Federated wall time against the physical limit: the same client updates
 computed back to back in one plain process (no Flower, Ray or messages).
 
-    python benchmarks/overhead.py [--clients 10,100,1000] [--rounds 3]
+    python benchmarks/overhead.py [--clients 10,100,1000] [--rounds 2,2,1]
 
 Every client of a synthetic fleet (HAPT-shaped windows: acc and gyro, 3 x 128,
 6 classes, 180 windows per client; the default model) is sampled every
@@ -130,22 +130,27 @@ def federated(overrides: list[str], out: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", default="10,100,1000")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", default="2,2,1", help="rounds per fleet size, in --clients order")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
-    result: dict = {"benchmark": "overhead", "machine": machine(), "rounds": args.rounds,
+    sizes = [int(v) for v in args.clients.split(",")]
+    rounds = [int(v) for v in args.rounds.split(",")]
+    if len(rounds) != len(sizes):
+        parser.error("--rounds needs one value per --clients value")
+    result: dict = {"benchmark": "overhead", "machine": machine(),
                     "per_client": "180 windows (acc, gyro 3x128), default model, 1 local epoch, batch 32",
                     "limit": f"single-thread pure compute / {cores} cores", "runs": []}
     result["serialisation_seconds_per_message"] = round(serialisation_seconds(BASE), 5)
     with tempfile.TemporaryDirectory(prefix="fedsense-bench-") as tmp:
-        for n in [int(v) for v in args.clients.split(",")]:
-            overrides = [*BASE, f"data.synthetic.subjects={n}", f"fed.rounds={args.rounds}"]
+        for n, r in zip(sizes, rounds):
+            overrides = [*BASE, f"data.synthetic.subjects={n}", f"fed.rounds={r}"]
             pure = pure_compute(overrides)
             fed = federated(overrides, Path(tmp) / f"run-{n}")
             limit = pure["total"] / cores
             per_round = statistics.median(fed["round_seconds"])
             entry = {
                 "clients_per_round": n,
+                "rounds": r,
                 "pure_compute_seconds": {k: round(v, 3) for k, v in pure.items() if k != "clients"},
                 "limit_seconds_per_round": round(limit, 3),
                 "federated": fed,
