@@ -51,7 +51,7 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 TICK = os.sysconf("SC_CLK_TCK")
 KINDS = (("ClientAppActor", "ray actor"), ("flower-superlink", "superlink"), ("flwr-simulation", "simulation"),
          ("flower-superexec", "superexec"), ("raylet", "ray raylet"), ("gcs_server", "ray gcs"),
-         ("ray::", "ray worker"), ("ray/", "ray other"))
+         ("ray::", "ray worker"), ("ray/", "ray other"), ("bin/flwr ", "flwr cli"))
 
 
 def process_kind(pid: int) -> str:
@@ -90,6 +90,8 @@ class ProcessWatch(threading.Thread):
                     continue
                 # the latest command line names it (a forked worker shows its parent's at first)
                 kind = "benchmark" if pid == me else process_kind(pid)
+                if kind == "other" and pid in self.cpu:  # e.g. Ray retitles the simulation process
+                    kind = self.cpu[pid][0]
                 seconds = (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
                 self.base.setdefault(pid, seconds if pid == me else 0.0)  # only this process ran before
                 self.cpu[pid] = (kind, seconds - self.base[pid])

@@ -1,7 +1,7 @@
 """Federated wall time against the physical limit: the same client updates
 computed back to back in one plain process (no Flower, Ray or messages).
 
-    python benchmarks/overhead.py [--clients 10,100,1000] [--rounds 2,2,1]
+    python benchmarks/overhead.py [--clients 10,100,1000] [--rounds 3,3,1]
 
 Every client of a synthetic fleet (HAPT-shaped windows: acc and gyro, 3 x 128,
 6 classes, 180 windows per client; the default model) is sampled every
@@ -130,7 +130,7 @@ def federated(overrides: list[str], out: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", default="10,100,1000")
-    parser.add_argument("--rounds", default="2,2,1", help="rounds per fleet size, in --clients order")
+    parser.add_argument("--rounds", default="3,3,1", help="rounds per fleet size, in --clients order")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     sizes = [int(v) for v in args.clients.split(",")]

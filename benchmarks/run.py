@@ -16,7 +16,7 @@ from common import REPO, RESULTS, machine
 # name -> arguments; sized so that all of them take under 20 minutes on 2 cores
 BENCHMARKS = {
     "device_cost": [],
-    "overhead": ["--clients", "10,100,1000", "--rounds", "2,2,1"],
+    "overhead": ["--clients", "10,100,1000", "--rounds", "3,3,1"],
     "fleet_size": ["--devices", "100,1000,10000", "--sampled", "50", "--rounds", "3"],
     "ray_cluster": ["--rounds", "2"],
 }

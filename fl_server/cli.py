@@ -137,6 +137,7 @@ def run_experiment(
             federation_config=launcher.simulation_federation(clients, cfg.fed.num_cpus_per_client),
             verbose=verbose,
             on_poll=_Progress(run_dir, cfg.fed.rounds),
+            finished=(run_dir / "summary.json").exists,  # the ServerApp writes it last, also on failure
         )
     finally:
         link.stop()

@@ -384,5 +384,6 @@ def run(
         run_config=run_dir / "flower" / "run-config.toml",
         verbose=verbose,
         on_poll=on_poll_factory(run_dir, cfg.fed.rounds) if on_poll_factory else None,
+        finished=(run_dir / "summary.json").exists,
     )
     return run_dir
