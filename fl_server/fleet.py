@@ -26,6 +26,7 @@ import logging
 import re
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -351,11 +352,12 @@ def run(
     config_file: str | Path,
     overrides: list[str],
     out: str | None = None,
-    on_poll_factory=None,
+    on_poll_factory: Callable[[Path, int], Callable[[], None]] | None = None,
     verbose: bool = False,
 ) -> Path:
     """Run an experiment on the fleet; returns its run directory once the run
-    completed (:class:`launcher.RunFailed` otherwise)."""
+    completed (:class:`launcher.RunFailed` otherwise). ``on_poll_factory(run_dir,
+    rounds)`` makes what is called while waiting (the CLI prints progress)."""
     from fedsense import config as config_mod
     from fedsense.rundir import resolve_run_dir
 
