@@ -101,6 +101,7 @@ class FedConfig:
     min_clients: int = 2  # a round needs at least this many replies
     timeout: float = 600.0  # seconds to wait for replies each round
     query_nodes: int = 0  # nodes asked to describe their data before round 1: 0 all, N a seeded sample
+    max_update_norm_ratio: float = 10.0  # refuse updates longer than this x the round's median (0: off)
     num_cpus_per_client: int = 1  # Ray CPUs per virtual client (= clients training at once)
     checkpoint_every: int = 1
 
@@ -269,6 +270,8 @@ def _check_values(cfg: Config) -> None:
         (cfg.fed.min_clients >= 1, "fed.min_clients: must be at least 1"),
         (cfg.fed.timeout > 0, "fed.timeout: must be positive"),
         (cfg.fed.query_nodes >= 0, "fed.query_nodes: must be 0 (all nodes) or a positive sample size"),
+        (cfg.fed.max_update_norm_ratio == 0 or cfg.fed.max_update_norm_ratio > 1,
+         "fed.max_update_norm_ratio: must be 0 (off) or above 1"),
         (cfg.fed.num_cpus_per_client > 0, "fed.num_cpus_per_client: must be positive"),
         (cfg.fed.checkpoint_every >= 1, "fed.checkpoint_every: must be at least 1"),
         (cfg.train.lr > 0, "train.lr: must be positive"),

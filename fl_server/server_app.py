@@ -94,6 +94,7 @@ def main(grid: Grid, context: Context) -> None:
             on_round_end=on_round_end,
             projector_rounds=cfg.output.projector_rounds,
             projector_min_count=cfg.output.projector_min_count,
+            max_update_norm_ratio=cfg.fed.max_update_norm_ratio,
             fraction_train=cfg.fed.fraction_train,
             fraction_evaluate=cfg.fed.fraction_evaluate,
             min_train_nodes=min(cfg.fed.min_clients, len(nodes)),

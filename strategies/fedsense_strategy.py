@@ -24,6 +24,7 @@ from fedsense import protocol
 from fedsense.adaptation.statistics import from_wire
 from fedsense.metrics import macro_f1, per_class_f1, summarize
 from strategies.adaptation import AdaptationState
+from strategies.validation import screen
 
 log = logging.getLogger("fedsense.strategy")
 
@@ -111,6 +112,7 @@ class RoundStats:
     sampled: list[int] = field(default_factory=list)  # node ids asked to train
     replied: list[int] = field(default_factory=list)  # node ids whose train reply was usable
     errors: list[str] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)  # train replies refused by validation
     outgoing: list[Message] = field(default_factory=list)  # this round's instructions (ids set once sent)
     train: dict[str, Any] = field(default_factory=dict)
     adapt: dict[str, Any] = field(default_factory=dict)  # this round's adaptation config
@@ -132,6 +134,9 @@ class FedSenseStrategy(FedAvg):
         projector_rounds: rounds whose evaluation also asks every device for
             class centroids of its embeddings (``record["projector"]``).
         projector_min_count: fewest windows behind a reported centroid.
+        max_update_norm_ratio: train replies whose update is longer than this
+            times the round's median are refused (0: no norm bound); see
+            :mod:`strategies.validation` for every check.
     """
 
     def __init__(
@@ -144,6 +149,7 @@ class FedSenseStrategy(FedAvg):
         on_reply: Callable[[str, dict[str, Any]], None] | None = None,
         projector_rounds: Iterable[int] = (),
         projector_min_count: int = 5,
+        max_update_norm_ratio: float = 10.0,
         **fedavg: Any,
     ) -> None:
         super().__init__(**fedavg)
@@ -154,6 +160,7 @@ class FedSenseStrategy(FedAvg):
         self.on_reply = on_reply
         self.projector_rounds = set(projector_rounds)
         self.projector_min_count = projector_min_count
+        self.max_update_norm_ratio = max_update_norm_ratio
         self.stats = RoundStats()
         self.totals = {"bytes_up": 0, "bytes_down": 0}
         self.current_arrays: ArrayRecord | None = None
@@ -193,6 +200,31 @@ class FedSenseStrategy(FedAvg):
                 valid.append(msg)
         return valid
 
+    def _refuse_bad_updates(self, server_round: int, replies: list[Message]) -> list[Message]:
+        """The replies that pass :func:`strategies.validation.screen`; the others
+        are logged with their node and reason, counted, and left out."""
+        if self.current_arrays is None or not replies:
+            return replies
+        reference = {k: a.numpy() for k, a in self.current_arrays.items()}
+        candidates, roles = [], []
+        for msg in replies:
+            content = msg.content
+            arrays = ({k: a.numpy() for k, a in content[protocol.ARRAYS].items()}
+                      if protocol.ARRAYS in content.array_records else {})
+            metrics = content[protocol.METRICS] if protocol.METRICS in content.metric_records else {}
+            candidates.append((arrays, metrics.get(protocol.NUM_EXAMPLES)))
+            roles.append("target" if int(metrics.get(protocol.IS_TARGET, 0) or 0) else "source")
+        kept = []
+        verdicts = screen(candidates, reference, self.max_update_norm_ratio, groups=roles)
+        for msg, verdict in zip(replies, verdicts):
+            if verdict is None:
+                kept.append(msg)
+                continue
+            reason = f"node {msg.metadata.src_node_id}: {verdict}"
+            self.stats.rejected.append(reason)
+            log.warning("round %d: refused an update: %s", server_round, reason)
+        return kept
+
     def _origin(self, reply: Message) -> int:
         """The node a reply is about. The SuperLink answers for a node that
         vanished (heartbeat lost) as node 1; the instruction it replies to
@@ -206,12 +238,13 @@ class FedSenseStrategy(FedAvg):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
-        valid = self._split_replies(replies)
+        valid = self._refuse_bad_updates(server_round, self._split_replies(replies))
         self.stats.replied = sorted(m.metadata.src_node_id for m in valid)
         if len(valid) < self.min_replies:
             raise RoundFailed(
-                f"round {server_round}: {len(valid)} of {len(self.stats.sampled)} clients replied "
-                f"(at least {self.min_replies} needed). Errors: {self.stats.errors[:5]}"
+                f"round {server_round}: {len(valid)} of {len(self.stats.sampled)} clients replied usefully "
+                f"(at least {self.min_replies} needed). Errors: {self.stats.errors[:5]} "
+                f"Refused: {self.stats.rejected[:5]}"
             )
         # Replies arrive in whatever order clients finish; a fixed order makes
         # the floating-point average, and so the whole run, reproducible.
@@ -318,10 +351,13 @@ class FedSenseStrategy(FedAvg):
             "replied": len(self.stats.replied),
             "failed": len(failed),
             "errors": len(self.stats.errors),  # error replies of train and evaluate
+            "rejected": len(self.stats.rejected),  # train replies refused by validation
         }
         record["nodes"] = {"sampled": self.stats.sampled, "replied": self.stats.replied, "failed": failed}
         if self.stats.errors:
             record["errors"] = list(self.stats.errors)  # "node <id>: <reason>", metrics.jsonl only
+        if self.stats.rejected:
+            record["rejected"] = list(self.stats.rejected)
         record["seconds"] = round(time.time() - self.stats.started, 3)
         record["confusion"] = {r: sums[r].tolist() for r in sums if clients[r]}
         if projector:

@@ -138,7 +138,7 @@ def test_three_devices_with_tls_and_auth_produce_the_run_directory_of_a_simulati
     assert [r["round"] for r in fleet_rounds] == [1, 2]
     for a, b in zip(fleet_rounds, sim_rounds):
         # node ids and timings differ between runtimes; everything the devices computed does not
-        assert a["clients"] == b["clients"] == {"sampled": 3, "replied": 3, "failed": 0, "errors": 0}
+        assert a["clients"] == b["clients"] == {"sampled": 3, "replied": 3, "failed": 0, "errors": 0, "rejected": 0}
         assert a["target"]["windows"] == b["target"]["windows"] and a["target"]["clients"] == 1
         assert_same(_without(a, "seconds", "nodes"), _without(b, "seconds", "nodes"), f"round {a['round']}")
         assert sorted(a["nodes"]["replied"]) == sorted(d.node_id for d in f.devices)

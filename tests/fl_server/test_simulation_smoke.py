@@ -40,7 +40,7 @@ def test_run_directory_follows_the_contract(smoke_run: Path):
     rounds = [json.loads(line) for line in (smoke_run / "metrics.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rounds] == [1, 2]
     for r in rounds:
-        assert r["clients"] == {"sampled": 6, "replied": 6, "failed": 0, "errors": 0}
+        assert r["clients"] == {"sampled": 6, "replied": 6, "failed": 0, "errors": 0, "rejected": 0}
         assert "errors" not in r  # no error texts when nothing went wrong
         assert len(r["nodes"]["sampled"]) == 6 and r["nodes"]["replied"] == r["nodes"]["sampled"]
         assert r["nodes"]["failed"] == []

@@ -126,7 +126,7 @@ def test_round_record_names_the_nodes_that_were_sampled_replied_and_failed():
     s.aggregate_evaluate(1, [eval_reply(3, np.eye(2, dtype=int), 0)])
     (rec,) = seen
     # counts, not averages; node 1 vanished (no reply at all), node 2 sent an error
-    assert rec["clients"] == {"sampled": 3, "replied": 1, "failed": 2, "errors": 1}
+    assert rec["clients"] == {"sampled": 3, "replied": 1, "failed": 2, "errors": 1, "rejected": 0}
     assert rec["nodes"] == {"sampled": [1, 2, 3], "replied": [3], "failed": [1, 2]}
     assert rec["errors"] == ["node 2: gone"]
 

@@ -1,0 +1,82 @@
+"""Check client updates before they are averaged: nothing malformed or wildly
+out of scale gets in silently.
+
+A train reply is refused when its arrays do not have exactly the keys,
+shapes and dtypes of the global arrays sent that round, when any value is
+NaN or infinite, when its example count is not a finite non-negative number,
+or when its update (reply minus the global arrays) is longer than
+``max_norm_ratio`` times the median update length of the round's replies of
+its role (sources and targets update differently)
+(checked among replies that changed anything, when there are at least three:
+with two, the median cannot tell the attacker from the honest one).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+
+def _update_norm(reply: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> float:
+    total = 0.0
+    for key, ref in reference.items():
+        if np.issubdtype(ref.dtype, np.floating):  # BatchNorm step counters are no direction
+            diff = reply[key].astype(np.float64) - ref.astype(np.float64)
+            total += float(np.dot(diff.ravel(), diff.ravel()))
+    return math.sqrt(total)
+
+
+def malformed(arrays: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], examples: object) -> str | None:
+    """Why one reply cannot be averaged with ``reference``'s arrays, or None."""
+    missing = sorted(set(reference) - set(arrays))
+    extra = sorted(set(arrays) - set(reference))
+    if missing or extra:
+        return f"array keys differ from the global model (missing {missing[:3]}, unexpected {extra[:3]})"
+    for key, ref in reference.items():
+        got = arrays[key]
+        if got.shape != ref.shape:
+            return f"{key}: shape {got.shape}, expected {ref.shape}"
+        if got.dtype != ref.dtype:
+            return f"{key}: dtype {got.dtype}, expected {ref.dtype}"
+        if np.issubdtype(got.dtype, np.floating) and not np.isfinite(got).all():
+            return f"{key}: NaN or infinite values"
+    try:
+        count = float(examples)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return f"num-examples {examples!r} is not a number"
+    if not math.isfinite(count) or count < 0:
+        return f"num-examples {examples!r} is not a finite non-negative count"
+    return None
+
+
+def screen(
+    replies: Sequence[tuple[Mapping[str, np.ndarray], object]],
+    reference: Mapping[str, np.ndarray],
+    max_norm_ratio: float,
+    groups: Sequence[str] | None = None,
+) -> list[str | None]:
+    """One verdict per ``(arrays, num-examples)`` reply: None to keep it, else why it is refused.
+
+    ``groups`` (e.g. each reply's role) compares each update with the median
+    of its own group: an unlabeled target's adversarial-only update is much
+    shorter than a labelled source's, and neither is an outlier for that.
+    """
+    verdicts = [malformed(arrays, reference, n) for arrays, n in replies]
+    if max_norm_ratio <= 0:
+        return verdicts
+    labels = list(groups) if groups is not None else [""] * len(replies)
+    for group in sorted(set(labels)):
+        # Replies that changed nothing (an unlabeled device without an
+        # adversarial step) neither count towards the median nor fail it.
+        norms = {i: norm for i, (arrays, _) in enumerate(replies)
+                 if labels[i] == group and verdicts[i] is None and (norm := _update_norm(arrays, reference)) > 0}
+        if len(norms) < 3:
+            continue
+        median = float(np.median(list(norms.values())))
+        for i, norm in norms.items():
+            if norm > max_norm_ratio * median:
+                where = f" of {group} updates" if group else ""
+                verdicts[i] = f"update norm {norm:.3g} is over {max_norm_ratio:g} x the round's median{where} {median:.3g}"
+    return verdicts

@@ -1,0 +1,82 @@
+"""Updates are checked before averaging: malformed or out-of-scale ones are refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord
+
+from strategies.validation import malformed, screen
+from tests.strategies.test_fedsense_strategy import make, train_reply
+
+REF = {"w": np.zeros(4, np.float32), "bn.num_batches_tracked": np.array(3, np.int64)}
+
+
+def _reply(w, steps=4):
+    return {"w": np.asarray(w, np.float32), "bn.num_batches_tracked": np.array(steps, np.int64)}, 10
+
+
+def test_well_formed_replies_pass():
+    replies = [_reply([0.1, 0, 0, 0]), _reply([0, 0.2, 0, 0]), _reply([0, 0, -0.1, 0])]
+    assert screen(replies, REF, max_norm_ratio=10) == [None, None, None]
+
+
+@pytest.mark.parametrize("arrays, examples, named", [
+    ({"w": np.zeros(4, np.float32)}, 10, "missing ['bn.num_batches_tracked']"),
+    ({**_reply([0] * 4)[0], "extra": np.zeros(1, np.float32)}, 10, "unexpected ['extra']"),
+    ({**_reply([0] * 4)[0], "w": np.zeros(5, np.float32)}, 10, "w: shape (5,), expected (4,)"),
+    ({**_reply([0] * 4)[0], "w": np.zeros(4, np.float64)}, 10, "w: dtype float64, expected float32"),
+    ({**_reply([0] * 4)[0], "w": np.array([0, np.nan, 0, 0], np.float32)}, 10, "w: NaN or infinite"),
+    ({**_reply([0] * 4)[0], "w": np.array([0, np.inf, 0, 0], np.float32)}, 10, "w: NaN or infinite"),
+    (_reply([0] * 4)[0], float("nan"), "num-examples nan is not a finite"),
+    (_reply([0] * 4)[0], -3, "num-examples -3 is not a finite"),
+    (_reply([0] * 4)[0], None, "num-examples None is not a number"),
+])
+def test_malformed_replies_are_named(arrays, examples, named):
+    reason = malformed(arrays, REF, examples)
+    assert reason is not None and named in reason
+
+
+def test_an_update_far_longer_than_the_rounds_median_is_refused():
+    honest = [_reply([0.1, 0, 0, 0]), _reply([0, 0.12, 0, 0]), _reply([0, 0, 0.09, 0])]
+    attacker = _reply([50.0, 0, 0, 0])
+    verdicts = screen([*honest, attacker], REF, max_norm_ratio=10)
+    assert verdicts[:3] == [None, None, None]
+    assert verdicts[3] is not None and "over 10 x the round's median" in verdicts[3]
+    assert screen([*honest, attacker], REF, max_norm_ratio=0)[3] is None  # the bound can be switched off
+    # each role against its own median: short target updates do not make sources outliers
+    targets = [_reply([0.001, 0, 0, 0]), _reply([0, 0.001, 0, 0]), _reply([0, 0, 0.002, 0])] * 2
+    roles = ["source"] * 3 + ["target"] * 6
+    assert screen([*honest, *targets], REF, 10, groups=roles) == [None] * 9
+    assert screen([*honest, *targets], REF, 10)[:3] != [None] * 3  # one pooled median would refuse sources
+    # unchanged replies (norm 0) neither fail nor drag the median to zero
+    still = [_reply([0, 0, 0, 0])] * 3
+    assert screen([*still, *honest], REF, max_norm_ratio=10) == [None] * 6
+
+
+def test_the_strategy_leaves_refused_updates_out_and_counts_them():
+    seen = []
+    s = make(num_classes=2, min_replies=2, on_round_end=lambda r, rec, arrays: seen.append(rec))
+    s.stats.sampled = [1, 2, 3, 4, 5]
+    s.current_arrays = ArrayRecord({"w": Array(np.zeros(2, np.float32))})
+    honest = [train_reply(1, np.array([1.0, 0.0]), n=10), train_reply(2, np.array([0.0, 1.0]), n=10),
+              train_reply(3, np.array([1.0, 1.0]), n=10)]
+    poisoned = [train_reply(4, np.array([np.nan, 0.0]), n=10), train_reply(5, np.array([1e6, 1e6]), n=10)]
+    arrays, _ = s.aggregate_train(1, [*honest, *poisoned])
+    # the average of the honest three only
+    np.testing.assert_allclose(arrays["w"].numpy(), [2 / 3, 2 / 3], rtol=1e-6)
+    s.aggregate_evaluate(1, [])
+    (rec,) = seen
+    assert rec["clients"]["rejected"] == 2 and rec["nodes"]["replied"] == [1, 2, 3]
+    assert [r.split(":")[0] for r in rec["rejected"]] == ["node 4", "node 5"]
+    assert "NaN" in rec["rejected"][0] and "median" in rec["rejected"][1]
+
+
+def test_a_round_with_too_few_acceptable_updates_fails_clearly():
+    from strategies.fedsense_strategy import RoundFailed
+
+    s = make(num_classes=2, min_replies=2)
+    s.current_arrays = ArrayRecord({"w": Array(np.zeros(2, np.float32))})
+    bad = train_reply(2, np.array([np.inf, 0.0]), n=10)
+    with pytest.raises(RoundFailed, match=r"1 of 3 clients replied usefully.*Refused: \['node 2: w: NaN"):
+        s.aggregate_train(1, [train_reply(1, np.array([1.0, 0.0]), n=10), bad])
