@@ -27,7 +27,7 @@ from pathlib import Path
 from common import REPO, TICK, machine, write_result
 
 from fl_server import launcher  # noqa: E402
-from fl_server.processes import alive, identity, stop_tree  # noqa: E402
+from fl_server.processes import alive, identity, processes_with_env, stop_tree  # noqa: E402
 
 MARKER = "FEDSENSE_RAY_NODE"
 SYNTHETIC = REPO / "configs" / "synthetic.yaml"
@@ -35,17 +35,7 @@ SYNTHETIC = REPO / "configs" / "synthetic.yaml"
 
 def marked() -> dict[int, str]:
     """pid -> node marker of every process carrying ``MARKER`` in its environment."""
-    out = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                env = (entry / "environ").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            for var in env:
-                if var.startswith(MARKER.encode() + b"="):
-                    out[int(entry.name)] = var.split(b"=", 1)[1].decode()
-    return out
+    return processes_with_env(MARKER)
 
 
 class ActorWatch(threading.Thread):

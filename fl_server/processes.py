@@ -43,6 +43,25 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def processes_with_env(name: str) -> dict[int, str]:
+    """pid -> value of the environment variable ``name``, for every process
+    (readable by us) that has it: children inherit their parent's
+    environment, so a variable set on what we started finds all it started."""
+    prefix = name.encode() + b"="
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                env = (entry / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            for var in env:
+                if var.startswith(prefix):
+                    found[int(entry.name)] = var[len(prefix):].decode(errors="replace")
+                    break
+    return found
+
+
 def identity(pid: int) -> tuple[int, str] | None:
     """(pid, start time): a pid is reused, the pair is not."""
     fields = _stat(pid)

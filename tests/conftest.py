@@ -20,17 +20,10 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 def processes_with_home(home: Path, below: bool = False) -> list[int]:
     """Pids whose environment names ``home`` (or, with ``below``, any folder
     under it) as FLWR_HOME: everything a run or fleet started, children included."""
-    exact = f"FLWR_HOME={home}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                env = (entry / "environ").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if exact in env or (below and any(v.startswith(exact + b"/") for v in env)):
-                found.append(int(entry.name))
-    return found
+    from fl_server.processes import processes_with_env
+
+    return [pid for pid, value in processes_with_env("FLWR_HOME").items()
+            if value == str(home) or (below and value.startswith(f"{home}/"))]
 
 
 @pytest.fixture

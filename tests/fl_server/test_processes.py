@@ -49,3 +49,22 @@ def test_a_recorded_start_time_that_no_longer_matches_stops_nothing():
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_processes_are_found_by_an_environment_marker_their_children_inherit():
+    import os
+
+    from fl_server.processes import processes_with_env
+
+    env = {**os.environ, "FEDSENSE_TEST_MARK": "run-42"}
+    proc = subprocess.Popen(["bash", "-c", "sleep 60 & wait"], env=env)
+    try:
+        deadline = time.time() + 5
+        while not descendants(proc.pid) and time.time() < deadline:
+            time.sleep(0.05)
+        found = processes_with_env("FEDSENSE_TEST_MARK")
+        assert found.get(proc.pid) == "run-42"
+        assert all(found.get(child) == "run-42" for child in descendants(proc.pid))
+        assert os.getpid() not in found
+    finally:
+        stop_tree(proc.pid, grace=5)
