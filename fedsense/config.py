@@ -102,6 +102,9 @@ class FedConfig:
     timeout: float = 600.0  # seconds to wait for replies each round
     query_nodes: int = 0  # nodes asked to describe their data before round 1: 0 all, N a seeded sample
     max_update_norm_ratio: float = 10.0  # refuse updates longer than this x the round's median (0: off)
+    aggregation: str = "mean"  # mean | trimmed-mean | median | krum (fedsense.aggregation)
+    trim_fraction: float = 0.2  # trimmed-mean: share of values cut at each end
+    byzantine: int = 1  # krum: attackers assumed among a round's replies
     num_cpus_per_client: int = 1  # Ray CPUs per virtual client (= clients training at once)
     checkpoint_every: int = 1
 
@@ -272,6 +275,8 @@ def _check_values(cfg: Config) -> None:
         (cfg.fed.query_nodes >= 0, "fed.query_nodes: must be 0 (all nodes) or a positive sample size"),
         (cfg.fed.max_update_norm_ratio == 0 or cfg.fed.max_update_norm_ratio > 1,
          "fed.max_update_norm_ratio: must be 0 (off) or above 1"),
+        (0 <= cfg.fed.trim_fraction < 0.5, "fed.trim_fraction: must be in [0, 0.5)"),
+        (cfg.fed.byzantine >= 0, "fed.byzantine: must be 0 or more"),
         (cfg.fed.num_cpus_per_client > 0, "fed.num_cpus_per_client: must be positive"),
         (cfg.fed.checkpoint_every >= 1, "fed.checkpoint_every: must be at least 1"),
         (cfg.train.lr > 0, "train.lr: must be positive"),
@@ -323,9 +328,11 @@ def _check_values(cfg: Config) -> None:
             raise ConfigError(message)
     # Names checked against their registries (imported late: registries import torch).
     from fedsense.adaptation import METHODS
+    from fedsense.aggregation import AGGREGATORS
     from fedsense.models import ENCODERS, FUSIONS
 
     for key, name, registry in (
+        ("fed.aggregation", cfg.fed.aggregation, AGGREGATORS),
         ("model.encoder", cfg.model.encoder, ENCODERS),
         ("model.fusion", cfg.model.fusion, FUSIONS),
         ("adapt.method", cfg.adapt.method, METHODS),

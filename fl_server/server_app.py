@@ -16,6 +16,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedsense import protocol
 from fedsense.adaptation import METHODS
+from fedsense.aggregation import AggregationSettings
 from fedsense.board import confusion_image, nodes_text
 from fedsense.models import build_run_model, count_parameters
 from fedsense.params import shared_arrays, sharing_of
@@ -95,6 +96,8 @@ def main(grid: Grid, context: Context) -> None:
             projector_rounds=cfg.output.projector_rounds,
             projector_min_count=cfg.output.projector_min_count,
             max_update_norm_ratio=cfg.fed.max_update_norm_ratio,
+            aggregation=cfg.fed.aggregation,
+            aggregation_settings=AggregationSettings(cfg.fed.trim_fraction, cfg.fed.byzantine),
             fraction_train=cfg.fed.fraction_train,
             fraction_evaluate=cfg.fed.fraction_evaluate,
             min_train_nodes=min(cfg.fed.min_clients, len(nodes)),

@@ -22,6 +22,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from fedsense import protocol
 from fedsense.adaptation.statistics import from_wire
+from fedsense.aggregation import AGGREGATORS, AggregationSettings
 from fedsense.metrics import macro_f1, per_class_f1, summarize
 from strategies.adaptation import AdaptationState
 from strategies.validation import screen
@@ -134,6 +135,9 @@ class FedSenseStrategy(FedAvg):
         projector_rounds: rounds whose evaluation also asks every device for
             class centroids of its embeddings (``record["projector"]``).
         projector_min_count: fewest windows behind a reported centroid.
+        aggregation: how shared arrays are combined (``fedsense.aggregation``);
+            ``mean`` is Flower's weighted FedAvg average.
+        aggregation_settings: trimmed-mean's cut and krum's assumed attackers.
         max_update_norm_ratio: train replies whose update is longer than this
             times the round's median are refused (0: no norm bound); see
             :mod:`strategies.validation` for every check.
@@ -150,6 +154,8 @@ class FedSenseStrategy(FedAvg):
         projector_rounds: Iterable[int] = (),
         projector_min_count: int = 5,
         max_update_norm_ratio: float = 10.0,
+        aggregation: str = "mean",
+        aggregation_settings: AggregationSettings = AggregationSettings(),
         **fedavg: Any,
     ) -> None:
         super().__init__(**fedavg)
@@ -161,6 +167,9 @@ class FedSenseStrategy(FedAvg):
         self.projector_rounds = set(projector_rounds)
         self.projector_min_count = projector_min_count
         self.max_update_norm_ratio = max_update_norm_ratio
+        self.aggregate = AGGREGATORS[aggregation]  # unknown names fail here, listing the valid ones
+        self.aggregation = aggregation
+        self.aggregation_settings = aggregation_settings
         self.stats = RoundStats()
         self.totals = {"bytes_up": 0, "bytes_down": 0}
         self.current_arrays: ArrayRecord | None = None
@@ -256,7 +265,15 @@ class FedSenseStrategy(FedAvg):
             log.warning("round %d: no client trained on any window", server_round)
             return None, MetricRecord({"clients-trained": 0})
         weighted = [c for c, w in zip(contents, weights) if w > 0]
-        arrays = aggregate_arrayrecords(weighted, protocol.NUM_EXAMPLES)
+        if self.aggregation == "mean":
+            arrays = aggregate_arrayrecords(weighted, protocol.NUM_EXAMPLES)
+        else:
+            combined = self.aggregate(
+                [{k: a.numpy() for k, a in c[protocol.ARRAYS].items()} for c in weighted],
+                [w for w in weights if w > 0],
+                self.aggregation_settings,
+            )
+            arrays = ArrayRecord({k: Array(v) for k, v in combined.items()})
         task = [float(c[protocol.METRICS][protocol.TASK_WINDOWS]) for c in contents]
         self.stats.train = {
             "loss_task": _weighted_mean(contents, protocol.LOSS_TASK, task),

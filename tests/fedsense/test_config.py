@@ -365,3 +365,14 @@ def test_dump_covers_every_section() -> None:
     text = dump(Config())
     for f in dataclasses.fields(Config):
         assert f"{f.name}:" in text
+
+
+def test_fed_aggregation_names_and_bounds_are_checked():
+    from fedsense.config import ConfigError, load
+    from tests.conftest import SYNTHETIC
+
+    assert load(SYNTHETIC, ["fed.aggregation=krum", "fed.byzantine=2"]).fed.aggregation == "krum"
+    with pytest.raises(ConfigError, match="fed.aggregation: unknown 'avg' .*trimmed-mean"):
+        load(SYNTHETIC, ["fed.aggregation=avg"])
+    with pytest.raises(ConfigError, match=r"fed.trim_fraction: must be in \[0, 0.5\)"):
+        load(SYNTHETIC, ["fed.trim_fraction=0.5"])

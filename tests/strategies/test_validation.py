@@ -80,3 +80,16 @@ def test_a_round_with_too_few_acceptable_updates_fails_clearly():
     bad = train_reply(2, np.array([np.inf, 0.0]), n=10)
     with pytest.raises(RoundFailed, match=r"1 of 3 clients replied usefully.*Refused: \['node 2: w: NaN"):
         s.aggregate_train(1, [train_reply(1, np.array([1.0, 0.0]), n=10), bad])
+
+
+def test_the_strategy_combines_with_the_configured_robust_aggregation():
+    honest = [train_reply(i, np.array([1.0, 2.0]) + 0.01 * i, n=10) for i in (1, 2, 3, 4)]
+    attacker = train_reply(5, np.array([-40.0, -80.0]), n=10)  # within no norm bound: the bound is off
+    results = {}
+    for name in ("mean", "median"):
+        s = make(num_classes=2, min_replies=2, aggregation=name, max_update_norm_ratio=0)
+        s.current_arrays = ArrayRecord({"w": Array(np.zeros(2, np.float32))})
+        arrays, _ = s.aggregate_train(1, [*honest, attacker])
+        results[name] = arrays["w"].numpy()
+    np.testing.assert_allclose(results["median"], [1.02, 2.02], atol=1e-5)  # middle of 1.01..1.04 and -40
+    assert results["mean"][0] < -5  # what the robust option prevents

@@ -1,0 +1,51 @@
+"""Robust aggregation: what a minority of bad updates can and cannot do."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedsense.aggregation import AGGREGATORS, AggregationSettings
+
+
+def _replies(values, steps=(3, 3, 3, 3, 100)):
+    return [{"w": np.array(v, np.float32), "n": np.array(s, np.int64)} for v, s in zip(values, steps)]
+
+
+HONEST = [[1.0, 2.0], [1.1, 2.1], [0.9, 1.9], [1.0, 2.0]]
+ATTACK = [-50.0, -100.0]  # a sign-flipped, scaled update
+
+
+def test_mean_is_the_weighted_average():
+    out = AGGREGATORS["mean"](_replies([[0.0, 0.0], [3.0, 6.0]], steps=(1, 1)), [1, 2], AggregationSettings())
+    np.testing.assert_allclose(out["w"], [2.0, 4.0])
+    assert out["w"].dtype == np.float32
+
+
+@pytest.mark.parametrize("name", ["trimmed-mean", "median", "krum"])
+def test_one_attacker_in_five_moves_robust_aggregates_little_and_the_mean_a_lot(name):
+    replies = _replies([*HONEST, ATTACK])
+    weights = [1.0] * 5
+    robust = AGGREGATORS[name](replies, weights, AggregationSettings(trim_fraction=0.2, byzantine=1))["w"]
+    mean = AGGREGATORS["mean"](replies, weights, AggregationSettings())["w"]
+    assert np.abs(robust - np.array([1.0, 2.0])).max() < 0.15
+    assert np.abs(mean - np.array([1.0, 2.0])).max() > 10
+    assert robust.dtype == np.float32
+
+
+def test_integer_arrays_take_the_median_and_keep_their_dtype():
+    out = AGGREGATORS["trimmed-mean"](_replies([*HONEST, ATTACK]), [1.0] * 5, AggregationSettings())
+    assert out["n"].dtype == np.int64 and int(out["n"]) == 3
+
+
+def test_krum_returns_one_clients_update_and_trimming_never_empties():
+    replies = _replies([*HONEST, ATTACK])
+    chosen = AGGREGATORS["krum"](replies, [1.0] * 5, AggregationSettings(byzantine=1))
+    assert any(np.array_equal(chosen["w"], r["w"]) for r in replies[:4])
+    two = _replies([[1.0, 1.0], [3.0, 3.0]], steps=(1, 1))
+    np.testing.assert_allclose(AGGREGATORS["trimmed-mean"](two, [1, 1], AggregationSettings(0.49))["w"], [2.0, 2.0])
+
+
+def test_an_unknown_aggregation_lists_the_valid_ones():
+    with pytest.raises(KeyError, match="unknown fed.aggregation 'avg' .*krum, mean, median, trimmed-mean"):
+        AGGREGATORS["avg"]
