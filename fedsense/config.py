@@ -137,6 +137,25 @@ class OutputConfig:
     projector_min_count: int = 5
 
 
+FAULT_KINDS = ("crash", "timeout", "nan", "sign_flip", "scale", "label_flip")
+
+
+@dataclass(frozen=True)
+class FaultsConfig:
+    """Injected client faults for reliability experiments (simulation only):
+    each kind is the fraction of clients that behave so in every round; a
+    client has at most one (``fedsense.faults``)."""
+
+    crash: float = 0.0  # training raises
+    timeout: float = 0.0  # training replies only after fed.timeout
+    nan: float = 0.0  # the update is NaN
+    sign_flip: float = 0.0  # the update points the other way
+    scale: float = 0.0  # the update is scale_factor times longer
+    label_flip: float = 0.0  # trains on labels k -> K-1-k
+    scale_factor: float = 10.0
+    seed: int = 0  # which clients are faulty
+
+
 @dataclass(frozen=True)
 class Config:
     seed: int = 0
@@ -146,6 +165,7 @@ class Config:
     fed: FedConfig = field(default_factory=FedConfig)
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    faults: FaultsConfig = field(default_factory=FaultsConfig)
 
 
 # --------------------------------------------------------------------------- #
@@ -276,6 +296,11 @@ def _check_values(cfg: Config) -> None:
         (cfg.fed.max_update_norm_ratio == 0 or cfg.fed.max_update_norm_ratio > 1,
          "fed.max_update_norm_ratio: must be 0 (off) or above 1"),
         (0 <= cfg.fed.trim_fraction < 0.5, "fed.trim_fraction: must be in [0, 0.5)"),
+        *((0.0 <= getattr(cfg.faults, k) <= 1.0, f"faults.{k}: must be a fraction of clients in [0, 1]")
+          for k in FAULT_KINDS),
+        (sum(getattr(cfg.faults, k) for k in FAULT_KINDS) <= 1.0,
+         "faults: the fractions add up to more than 1 (a client has at most one fault)"),
+        (cfg.faults.scale_factor > 0, "faults.scale_factor: must be positive"),
         (cfg.fed.byzantine >= 0, "fed.byzantine: must be 0 or more"),
         (cfg.fed.num_cpus_per_client > 0, "fed.num_cpus_per_client: must be positive"),
         (cfg.fed.checkpoint_every >= 1, "fed.checkpoint_every: must be at least 1"),

@@ -17,6 +17,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ from fedsense.data.clients import ClientData, load_client_data
 from fedsense.embeddings import class_centroids
 from fedsense.engine import evaluate as evaluate_model
 from fedsense.engine import train_supervised
+from fedsense.faults import fault_of, flip_labels, tamper
 from fedsense.models import DataSpec, MultimodalNet, build_run_model
 from fedsense.params import Sharing, load_arrays, local_arrays, shared_arrays, shared_keys, sharing_of
 from fedsense.runconfig import config_from_run
@@ -135,6 +137,15 @@ def _adversarial(msg: Message, cfg: Config, model: MultimodalNet) -> Adversarial
     )
 
 
+def _fault(cfg: Config, data: ClientData, context: Context) -> str | None:
+    """This simulated client's injected fault (``faults:``), if any; a real
+    device (no number of partitions) has none."""
+    total = context.node_config.get(protocol.NODE_NUM_PARTITIONS)
+    if total is None or data.partition_id < 0:
+        return None
+    return fault_of(cfg.faults, data.partition_id, int(total))  # type: ignore[arg-type]
+
+
 @app.train()
 @refuses_bad_input
 def train(msg: Message, context: Context) -> Message:
@@ -149,6 +160,14 @@ def train(msg: Message, context: Context) -> Message:
         seed=cfg.seed * 1_000_003 + server_round * 1_009 + max(data.partition_id, 0),
     )
     labels_usable = _labels_usable(cfg, data)
+    fault = _fault(cfg, data, context)
+    if fault == "crash":
+        raise RuntimeError(f"injected fault: client {data.partition_id} crashes (faults.crash)")
+    if fault == "timeout":
+        time.sleep(cfg.fed.timeout + 1.0)  # the server has stopped waiting by then
+    if fault == "label_flip":
+        num_classes = int(config[protocol.CFG_NUM_CLASSES])
+        data = replace(data, train=replace(data.train, y=flip_labels(data.train.y, num_classes)))
     adversarial_metrics: dict[str, float] = {}
     if method.adversarial:
         result = train_adversarial(
@@ -177,7 +196,10 @@ def train(msg: Message, context: Context) -> Message:
             **_identity(data),
         }
     )
-    arrays = _record(shared_arrays(model, sharing))
+    shared = shared_arrays(model, sharing)
+    if fault in ("nan", "sign_flip", "scale"):
+        shared = tamper(fault, shared, _arrays(msg.content[protocol.ARRAYS]), cfg.faults.scale_factor)
+    arrays = _record(shared)
     return Message(RecordDict({protocol.ARRAYS: arrays, protocol.METRICS: metrics}), reply_to=msg)
 
 

@@ -190,3 +190,17 @@ def load_cfg():
     from fedsense.config import load
 
     return load(SYNTHETIC)
+
+
+def test_injected_faults_change_what_a_simulated_client_sends(tmp_path, model_cfg):
+    start = _global_arrays(model_cfg)
+    honest = train(_message(MessageType.TRAIN, start), _context(0, tmp_path))
+    honest_w = {k: v.numpy() for k, v in honest.content[protocol.ARRAYS].items()}
+    flipped = train(_message(MessageType.TRAIN, start), _context(0, tmp_path, "faults.sign_flip=1.0"))
+    for key, value in flipped.content[protocol.ARRAYS].items():
+        if np.issubdtype(value.numpy().dtype, np.floating):
+            np.testing.assert_allclose(value.numpy(), 2 * start[key] - honest_w[key], rtol=1e-5, atol=1e-6)
+    with pytest.raises(RuntimeError, match="injected fault: client 0 crashes"):
+        train(_message(MessageType.TRAIN, start), _context(0, tmp_path, "faults.crash=1.0"))
+    wrong = train(_message(MessageType.TRAIN, start), _context(0, tmp_path, "faults.label_flip=1.0"))
+    assert wrong.content[protocol.METRICS][protocol.LOSS_TASK] != honest.content[protocol.METRICS][protocol.LOSS_TASK]

@@ -166,3 +166,18 @@ def test_plot_and_compare_on_real_run_directories(smoke_run: Path, tmp_path: Pat
     assert rows[2].startswith("| run | m3bat | federated | 0 | 2 | ")
     assert f"| {summary['target']['macro_f1']:.4f} |" in rows[2]
     assert rows[3].startswith("| central | none | centralized | 0 | 2 | ")
+
+
+def test_a_crashing_and_a_poisoning_client_are_counted_and_the_federation_goes_on(tmp_path: Path):
+    run_dir = run_experiment(
+        SYNTHETIC,
+        ["fed.rounds=2", "faults.crash=0.17", "faults.nan=0.17", f"data.cache_dir={tmp_path / 'cache'}"],
+        out=str(tmp_path / "run"),
+    )
+    rounds = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rounds] == [1, 2]
+    for r in rounds:  # one of six crashes (an error reply), one sends NaN (refused), four are averaged
+        assert r["clients"] == {"sampled": 6, "replied": 4, "failed": 2, "errors": 1, "rejected": 1}
+        assert "injected fault" in r["errors"][0] and "NaN" in r["rejected"][0]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["source"]["macro_f1"] > 0.5
