@@ -25,7 +25,7 @@ from fedsense.adaptation.statistics import from_wire
 from fedsense.aggregation import AGGREGATORS, AggregationSettings
 from fedsense.metrics import macro_f1, per_class_f1, summarize
 from strategies.adaptation import AdaptationState
-from strategies.validation import screen
+from strategies.validation import malformed_evaluation, screen
 
 log = logging.getLogger("fedsense.strategy")
 
@@ -98,9 +98,10 @@ def _add_centroids(projector: dict[str, dict[str, list]], msg: Message, role: st
                 entry["labels"].append([role, client, str(c)])
 
 
-def _reply_order(msg: Message) -> tuple[int, int]:
-    metrics = msg.content[protocol.METRICS]
-    return int(metrics.get(protocol.PARTITION, -1)), int(msg.metadata.src_node_id)
+def _reply_order(msg: Message) -> tuple[float, int]:
+    partition = msg.content[protocol.METRICS].get(protocol.PARTITION, -1)
+    number = float(partition) if isinstance(partition, (int, float)) and np.isfinite(partition) else -1.0
+    return number, int(msg.metadata.src_node_id)
 
 
 @dataclass
@@ -220,9 +221,9 @@ class FedSenseStrategy(FedAvg):
             content = msg.content
             arrays = ({k: a.numpy() for k, a in content[protocol.ARRAYS].items()}
                       if protocol.ARRAYS in content.array_records else {})
-            metrics = content[protocol.METRICS] if protocol.METRICS in content.metric_records else {}
-            candidates.append((arrays, metrics.get(protocol.NUM_EXAMPLES)))
-            roles.append("target" if int(metrics.get(protocol.IS_TARGET, 0) or 0) else "source")
+            metrics = dict(content[protocol.METRICS]) if protocol.METRICS in content.metric_records else {}
+            candidates.append((arrays, metrics))
+            roles.append("target" if metrics.get(protocol.IS_TARGET) == 1 else "source")
         kept = []
         verdicts = screen(candidates, reference, self.max_update_norm_ratio, groups=roles)
         for msg, verdict in zip(replies, verdicts):
@@ -327,15 +328,18 @@ class FedSenseStrategy(FedAvg):
         projector: dict[str, dict[str, list]] = {}
         reported: dict[str, list] = {"source": [], "target": []}
         for msg in sorted(valid, key=_reply_order):
-            metrics = msg.content[protocol.METRICS]
+            metrics = msg.content[protocol.METRICS] if protocol.METRICS in msg.content.metric_records else {}
+            problem = malformed_evaluation(dict(metrics), k)
+            if problem is not None:  # refused, not summed
+                self.stats.errors.append(f"node {msg.metadata.src_node_id}: {problem}")
+                log.warning("round %d: refused an evaluation: node %s: %s", server_round, msg.metadata.src_node_id,
+                            problem)
+                continue
             role = "target" if int(metrics[protocol.IS_TARGET]) else "source"
             if protocol.STATS in msg.content:
                 arrays = {k: v.numpy() for k, v in msg.content[protocol.STATS].items()}
                 reported[role].append(from_wire(arrays, dict(metrics)))
             flat = np.asarray(metrics[protocol.CONFUSION], dtype=np.int64)
-            if flat.size != k * k:
-                self.stats.errors.append(f"node {msg.metadata.src_node_id}: confusion size {flat.size}")
-                continue
             sums[role] += flat.reshape(k, k)
             clients[role] += 1
             per_client[_client_id(msg)] = {"macro_f1": macro_f1(flat.reshape(k, k))}

@@ -3,7 +3,8 @@ out of scale gets in silently.
 
 A train reply is refused when its arrays do not have exactly the keys,
 shapes and dtypes of the global arrays sent that round, when any value is
-NaN or infinite, when its example count is not a finite non-negative number,
+NaN or infinite, when a number the aggregation uses (example count, role,
+task windows, task loss) is missing or not a sane value,
 or when its update (reply minus the global arrays) is longer than
 ``max_norm_ratio`` times the median update length of the round's replies of
 its role (sources and targets update differently)
@@ -18,6 +19,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from fedsense import protocol
+
 
 def _update_norm(reply: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> float:
     total = 0.0
@@ -28,8 +31,23 @@ def _update_norm(reply: Mapping[str, np.ndarray], reference: Mapping[str, np.nda
     return math.sqrt(total)
 
 
-def malformed(arrays: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], examples: object) -> str | None:
-    """Why one reply cannot be averaged with ``reference``'s arrays, or None."""
+def _number(metrics: Mapping[str, object], key: str) -> float | None:
+    try:
+        value = float(metrics.get(key))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def malformed(
+    arrays: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], metrics: Mapping[str, object]
+) -> str | None:
+    """Why one reply cannot be averaged with ``reference``'s arrays, or None.
+
+    ``metrics`` must hold a finite non-negative ``num-examples``; ``is-target``
+    (0 or 1), ``task-windows`` and ``loss-task``, when present, must be sane
+    numbers too: the aggregation weighs and splits replies by them.
+    """
     missing = sorted(set(reference) - set(arrays))
     extra = sorted(set(arrays) - set(reference))
     if missing or extra:
@@ -42,28 +60,51 @@ def malformed(arrays: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarr
             return f"{key}: dtype {got.dtype}, expected {ref.dtype}"
         if np.issubdtype(got.dtype, np.floating) and not np.isfinite(got).all():
             return f"{key}: NaN or infinite values"
-    try:
-        count = float(examples)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return f"num-examples {examples!r} is not a number"
-    if not math.isfinite(count) or count < 0:
-        return f"num-examples {examples!r} is not a finite non-negative count"
+    for key, ok in (
+        (protocol.NUM_EXAMPLES, lambda v: v >= 0),
+        (protocol.TASK_WINDOWS, lambda v: v >= 0),
+        (protocol.LOSS_TASK, lambda v: True),
+        (protocol.IS_TARGET, lambda v: v in (0.0, 1.0)),
+    ):
+        if key not in metrics and key != protocol.NUM_EXAMPLES:
+            continue
+        value = _number(metrics, key) if key in metrics else None
+        if value is None or not ok(value):
+            return f"{key} {metrics.get(key)!r} is not a valid value"
+    return None
+
+
+def malformed_evaluation(metrics: Mapping[str, object], num_classes: int) -> str | None:
+    """Why an evaluate reply cannot be summed, or None: its role must be 0 or
+    1 and its confusion matrix ``num_classes**2`` finite non-negative counts."""
+    if _number(metrics, protocol.IS_TARGET) not in (0.0, 1.0):
+        return f"{protocol.IS_TARGET} {metrics.get(protocol.IS_TARGET)!r} is not a valid value"
+    partition = _number(metrics, protocol.PARTITION)
+    if protocol.PARTITION in metrics and (partition is None or partition % 1 != 0):
+        return f"{protocol.PARTITION} {metrics.get(protocol.PARTITION)!r} is not a valid value"
+    flat = metrics.get(protocol.CONFUSION)
+    if not isinstance(flat, (list, tuple)) or len(flat) != num_classes * num_classes:
+        size = len(flat) if isinstance(flat, (list, tuple)) else "no"
+        return f"confusion size {size}, expected {num_classes * num_classes}"
+    values = np.asarray(flat, dtype=np.float64)
+    if not np.isfinite(values).all() or (values < 0).any() or (values != np.round(values)).any():
+        return "confusion holds values that are not counts"
     return None
 
 
 def screen(
-    replies: Sequence[tuple[Mapping[str, np.ndarray], object]],
+    replies: Sequence[tuple[Mapping[str, np.ndarray], Mapping[str, object]]],
     reference: Mapping[str, np.ndarray],
     max_norm_ratio: float,
     groups: Sequence[str] | None = None,
 ) -> list[str | None]:
-    """One verdict per ``(arrays, num-examples)`` reply: None to keep it, else why it is refused.
+    """One verdict per ``(arrays, metrics)`` reply: None to keep it, else why it is refused.
 
     ``groups`` (e.g. each reply's role) compares each update with the median
     of its own group: an unlabeled target's adversarial-only update is much
     shorter than a labelled source's, and neither is an outlier for that.
     """
-    verdicts = [malformed(arrays, reference, n) for arrays, n in replies]
+    verdicts = [malformed(arrays, reference, metrics) for arrays, metrics in replies]
     if max_norm_ratio <= 0:
         return verdicts
     labels = list(groups) if groups is not None else [""] * len(replies)

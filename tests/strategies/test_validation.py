@@ -6,14 +6,16 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord
 
+from fedsense import protocol
 from strategies.validation import malformed, screen
 from tests.strategies.test_fedsense_strategy import make, train_reply
 
 REF = {"w": np.zeros(4, np.float32), "bn.num_batches_tracked": np.array(3, np.int64)}
 
 
-def _reply(w, steps=4):
-    return {"w": np.asarray(w, np.float32), "bn.num_batches_tracked": np.array(steps, np.int64)}, 10
+def _reply(w, steps=4, **metrics):
+    arrays = {"w": np.asarray(w, np.float32), "bn.num_batches_tracked": np.array(steps, np.int64)}
+    return arrays, {protocol.NUM_EXAMPLES: 10, **metrics}
 
 
 def test_well_formed_replies_pass():
@@ -21,20 +23,28 @@ def test_well_formed_replies_pass():
     assert screen(replies, REF, max_norm_ratio=10) == [None, None, None]
 
 
-@pytest.mark.parametrize("arrays, examples, named", [
-    ({"w": np.zeros(4, np.float32)}, 10, "missing ['bn.num_batches_tracked']"),
-    ({**_reply([0] * 4)[0], "extra": np.zeros(1, np.float32)}, 10, "unexpected ['extra']"),
-    ({**_reply([0] * 4)[0], "w": np.zeros(5, np.float32)}, 10, "w: shape (5,), expected (4,)"),
-    ({**_reply([0] * 4)[0], "w": np.zeros(4, np.float64)}, 10, "w: dtype float64, expected float32"),
-    ({**_reply([0] * 4)[0], "w": np.array([0, np.nan, 0, 0], np.float32)}, 10, "w: NaN or infinite"),
-    ({**_reply([0] * 4)[0], "w": np.array([0, np.inf, 0, 0], np.float32)}, 10, "w: NaN or infinite"),
-    (_reply([0] * 4)[0], float("nan"), "num-examples nan is not a finite"),
-    (_reply([0] * 4)[0], -3, "num-examples -3 is not a finite"),
-    (_reply([0] * 4)[0], None, "num-examples None is not a number"),
+GOOD = _reply([0] * 4)[0]
+
+
+@pytest.mark.parametrize("arrays, metrics, named", [
+    ({"w": np.zeros(4, np.float32)}, {protocol.NUM_EXAMPLES: 10}, "missing ['bn.num_batches_tracked']"),
+    ({**GOOD, "extra": np.zeros(1, np.float32)}, {protocol.NUM_EXAMPLES: 10}, "unexpected ['extra']"),
+    ({**GOOD, "w": np.zeros(5, np.float32)}, {protocol.NUM_EXAMPLES: 10}, "w: shape (5,), expected (4,)"),
+    ({**GOOD, "w": np.zeros(4, np.float64)}, {protocol.NUM_EXAMPLES: 10}, "w: dtype float64, expected float32"),
+    ({**GOOD, "w": np.array([0, np.nan, 0, 0], np.float32)}, {protocol.NUM_EXAMPLES: 10}, "w: NaN or infinite"),
+    ({**GOOD, "w": np.array([0, np.inf, 0, 0], np.float32)}, {protocol.NUM_EXAMPLES: 10}, "w: NaN or infinite"),
+    (GOOD, {protocol.NUM_EXAMPLES: float("nan")}, "num-examples nan is not a valid value"),
+    (GOOD, {protocol.NUM_EXAMPLES: -3}, "num-examples -3 is not a valid value"),
+    (GOOD, {}, "num-examples None is not a valid value"),
+    (GOOD, {protocol.NUM_EXAMPLES: 10, protocol.IS_TARGET: float("nan")}, "is-target nan"),
+    (GOOD, {protocol.NUM_EXAMPLES: 10, protocol.IS_TARGET: 2}, "is-target 2"),
+    (GOOD, {protocol.NUM_EXAMPLES: 10, protocol.LOSS_TASK: float("inf")}, "loss-task inf"),
+    (GOOD, {protocol.NUM_EXAMPLES: 10, protocol.TASK_WINDOWS: -1}, "task-windows -1"),
 ])
-def test_malformed_replies_are_named(arrays, examples, named):
-    reason = malformed(arrays, REF, examples)
+def test_malformed_replies_are_named(arrays, metrics, named):
+    reason = malformed(arrays, REF, metrics)
     assert reason is not None and named in reason
+    assert malformed(GOOD, REF, {protocol.NUM_EXAMPLES: 10, protocol.IS_TARGET: 1, protocol.LOSS_TASK: 0.5}) is None
 
 
 def test_an_update_far_longer_than_the_rounds_median_is_refused():
@@ -93,3 +103,34 @@ def test_the_strategy_combines_with_the_configured_robust_aggregation():
         results[name] = arrays["w"].numpy()
     np.testing.assert_allclose(results["median"], [1.02, 2.02], atol=1e-5)  # middle of 1.01..1.04 and -40
     assert results["mean"][0] < -5  # what the robust option prevents
+
+
+@pytest.mark.parametrize("metrics, named", [
+    ({protocol.IS_TARGET: float("nan"), protocol.CONFUSION: [1, 0, 0, 1]}, "is-target nan"),
+    ({protocol.CONFUSION: [1, 0, 0, 1]}, "is-target None"),
+    ({protocol.IS_TARGET: 0, protocol.CONFUSION: [1, 0, 0]}, "confusion size 3, expected 4"),
+    ({protocol.IS_TARGET: 0}, "confusion size no"),
+    ({protocol.IS_TARGET: 0, protocol.CONFUSION: [1, -5, 0, 1]}, "not counts"),
+    ({protocol.IS_TARGET: 0, protocol.CONFUSION: [1, 0.5, 0, 1]}, "not counts"),
+    ({protocol.IS_TARGET: 0, protocol.CONFUSION: [1, 0, 0, 1], protocol.PARTITION: float("nan")}, "partition-id nan"),
+])
+def test_malformed_evaluations_are_named(metrics, named):
+    from strategies.validation import malformed_evaluation
+
+    reason = malformed_evaluation(metrics, 2)
+    assert reason is not None and named in reason
+    assert malformed_evaluation({protocol.IS_TARGET: 1, protocol.CONFUSION: [3, 0, 1, 2], protocol.PARTITION: 4}, 2) is None
+
+
+def test_a_poisoned_evaluation_is_refused_not_summed():
+    from tests.strategies.test_fedsense_strategy import eval_reply
+
+    seen = []
+    s = make(num_classes=2, on_round_end=lambda r, rec, arrays: seen.append(rec))
+    s.current_arrays = ArrayRecord({"w": Array(np.zeros(1, np.float32))})
+    poisoned = eval_reply(2, np.array([[5, 0], [0, 5]]), 0)
+    poisoned.content[protocol.METRICS][protocol.CONFUSION] = [-100, 0, 0, 5]
+    s.aggregate_evaluate(1, [eval_reply(1, np.array([[2, 1], [0, 3]]), 0), poisoned])
+    (rec,) = seen
+    assert rec["confusion"]["source"] == [[2, 1], [0, 3]] and rec["source"]["clients"] == 1
+    assert rec["errors"] == ["node 2: confusion holds values that are not counts"]
