@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import statistics
 import tempfile
@@ -49,11 +48,12 @@ def speed(model: torch.nn.Module, spec: DataSpec, threads: int, batch: int, repe
 
 
 def bytes_per_client(config: Path) -> dict:
+    from fedsense.rundir import read_metrics
     from fl_server.cli import run_experiment
 
     with tempfile.TemporaryDirectory(prefix="fedsense-bench-") as tmp:
         run_dir = run_experiment(config, ["fed.rounds=2"], out=str(Path(tmp) / "run"))
-        rounds = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+        rounds = read_metrics(run_dir)
     last = rounds[-1]
     clients = last["clients"]["sampled"]
     return {

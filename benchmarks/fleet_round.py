@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import statistics
 import subprocess
@@ -35,6 +34,7 @@ from pathlib import Path
 
 from common import REPO, machine, write_result
 
+from fedsense.rundir import read_metrics  # noqa: E402
 from fl_server import fleet  # noqa: E402
 from fl_server.cli import convert, run_experiment  # noqa: E402
 from fl_server.processes import descendants  # noqa: E402
@@ -127,7 +127,7 @@ class LogStamps(threading.Thread):
 
 
 def round_seconds(run_dir: Path) -> list[float]:
-    return [json.loads(line)["seconds"] for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    return [r["seconds"] for r in read_metrics(run_dir)]
 
 
 def summary(values: list[float]) -> dict:

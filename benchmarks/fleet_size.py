@@ -13,13 +13,14 @@ seconds per round. Writes benchmarks/results/fleet_size.json.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 from common import REPO, ProcessWatch, machine, write_result
+
+from fedsense.rundir import read_metrics  # noqa: E402
 
 SYNTHETIC = REPO / "configs" / "synthetic.yaml"
 def main() -> None:
@@ -44,7 +45,7 @@ def main() -> None:
             run_dir = run_experiment(SYNTHETIC, overrides, out=str(Path(tmp) / f"run-{n}"))
             wall = time.time() - started
             watch.finish()
-            rounds = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+            rounds = read_metrics(run_dir)
             entry = {
                 "devices": n,
                 "sampled_per_round": [r["clients"]["sampled"] for r in rounds],

@@ -16,7 +16,6 @@ federated round's seconds over it. Writes benchmarks/results/overhead.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pickle
 import statistics
@@ -112,6 +111,7 @@ def serialisation_seconds(overrides: list[str], repeats: int = 20) -> float:
 
 
 def federated(overrides: list[str], out: Path) -> dict:
+    from fedsense.rundir import read_metrics
     from fl_server.cli import run_experiment
 
     watch = ProcessWatch()
@@ -120,7 +120,7 @@ def federated(overrides: list[str], out: Path) -> dict:
     run_dir = run_experiment(SYNTHETIC, overrides, out=str(out))
     wall = time.time() - started
     watch.finish()
-    rounds = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    rounds = read_metrics(run_dir)
     seconds = [r["seconds"] for r in rounds]
     return {"round_seconds": seconds, "wall_seconds": round(wall, 1),
             "outside_rounds_seconds": round(wall - sum(seconds), 1),

@@ -236,8 +236,7 @@ def start_device(fleet: Fleet, name: str, wait: float = 0.0, timeout: float = 12
             time.sleep(5.0)
             continue
         _stop_device(device)
-        raise FleetError(f"{name}'s SuperNode {_OUTCOMES[outcome]}; {node_log(fleet, name)} ends: "
-                         f"{_log_tail(node_log(fleet, name))}")
+        raise _not_online(fleet, device, outcome)
 
 
 _OUTCOMES = {
@@ -245,6 +244,12 @@ _OUTCOMES = {
     "exited": "exited",
     "silent": "did not connect in time",
 }
+
+
+def _not_online(fleet: Fleet, device: Device, outcome: str) -> FleetError:
+    """The error for a SuperNode that did not come online, with its log's last lines."""
+    path = node_log(fleet, device.name)
+    return FleetError(f"{device.name}'s SuperNode {_OUTCOMES[outcome]}; {path} ends: {_log_tail(path)}")
 
 
 def _stop_device(device: Device) -> None:
@@ -328,8 +333,7 @@ def up(
         for device, offset in zip(fleet.devices, offsets):
             outcome = _activation(fleet, device, offset, timeout)
             if outcome != "online":
-                raise FleetError(f"{device.name}'s SuperNode {_OUTCOMES[outcome]}; {node_log(fleet, device.name)} "
-                                 f"ends: {_log_tail(node_log(fleet, device.name))}")
+                raise _not_online(fleet, device, outcome)
     except BaseException:
         down(root)
         raise

@@ -14,7 +14,6 @@ from fedsense import protocol
 from fedsense.config import ConfigError
 from fedsense.data.base import DatasetError
 from fedsense.data.npz import load_npz, save_npz
-from fedsense.data.synthetic import make_synthetic_subject
 from fl_server import fleet
 from fl_server.cli import main
 from fl_server.launcher import superlink_command

@@ -24,6 +24,7 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from fedsense.data.npz import load_npz, save_npz
+from fedsense.rundir import read_metrics
 from fl_server import fleet
 from fl_server.cli import convert, run_experiment
 from fl_server.pki import make_device_key
@@ -75,7 +76,7 @@ def secure_fleet(tmp_path_factory):
 
 
 def _rounds(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return read_metrics(run_dir)
 
 
 def _without(record: dict, *keys: str) -> dict:

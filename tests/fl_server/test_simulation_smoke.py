@@ -11,6 +11,7 @@ import pytest
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from fedsense.rundir import read_metrics
 from fl_server import launcher
 from fl_server.cli import convert, run_experiment
 from tests.conftest import SYNTHETIC, processes_with_home
@@ -174,7 +175,7 @@ def test_a_crashing_and_a_poisoning_client_are_counted_and_the_federation_goes_o
         ["fed.rounds=2", "faults.crash=0.17", "faults.nan=0.17", f"data.cache_dir={tmp_path / 'cache'}"],
         out=str(tmp_path / "run"),
     )
-    rounds = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rounds = read_metrics(run_dir)
     assert [r["round"] for r in rounds] == [1, 2]
     for r in rounds:  # one of six crashes (an error reply), one sends NaN (refused), four are averaged
         assert r["clients"] == {"sampled": 6, "replied": 4, "failed": 2, "errors": 1, "rejected": 1}
