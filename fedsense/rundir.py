@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from fedsense.board import final_metrics, hparams_of, scalar_tags
-from fedsense.config import Config, dump, to_dict
+from fedsense.config import Config, ConfigError, dump, to_dict
 from fedsense.fileio import atomic_write, atomic_write_bytes
 
 
@@ -30,6 +30,14 @@ def resolve_run_dir(cfg: Config, out: str | Path | None = None) -> Path:
         return Path(cfg.output.dir).expanduser().resolve()
     name = cfg.output.name or f"{cfg.data.kind}-{cfg.adapt.method}-{cfg.fed.mode}"
     return Path("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+
+
+def new_run_dir(cfg: Config, out: str | Path | None = None) -> Path:
+    """:func:`resolve_run_dir`, refusing one that already holds a run: runs are never overwritten."""
+    run_dir = resolve_run_dir(cfg, out)
+    if (run_dir / "summary.json").exists() or (run_dir / "metrics.jsonl").exists():
+        raise ConfigError(f"{run_dir} already holds a run; choose another --out (or remove it)")
+    return run_dir
 
 
 def checkpoint_due(cfg: Config, server_round: int) -> bool:

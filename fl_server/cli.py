@@ -29,7 +29,7 @@ from fedsense import config as config_mod
 from fedsense.config import Config, ConfigError
 from fedsense.data.base import DatasetError
 from fedsense.report import dotted, mean_std
-from fedsense.rundir import resolve_run_dir
+from fedsense.rundir import new_run_dir, resolve_run_dir
 
 log = logging.getLogger("fedsense")
 
@@ -98,9 +98,7 @@ def run_experiment(
 
     config_file = Path(config_file).expanduser().resolve()
     cfg = config_mod.load(config_file, overrides)
-    run_dir = resolve_run_dir(cfg, out)
-    if (run_dir / "summary.json").exists() or (run_dir / "metrics.jsonl").exists():
-        raise ConfigError(f"{run_dir} already holds a run; choose another --out (or remove it)")
+    run_dir = new_run_dir(cfg, out)
     pinned = [*overrides, *_absolute_overrides(cfg, run_dir)]
     cfg = config_mod.load(config_file, pinned)
 

@@ -363,7 +363,7 @@ def run(
     completed (:class:`launcher.RunFailed` otherwise). ``on_poll_factory(run_dir,
     rounds)`` makes what is called while waiting (the CLI prints progress)."""
     from fedsense import config as config_mod
-    from fedsense.rundir import resolve_run_dir
+    from fedsense.rundir import new_run_dir
 
     fleet = Fleet.load(directory)
     if "superlink" not in fleet.running():
@@ -377,9 +377,7 @@ def run(
             f"fed.min_clients={cfg.fed.min_clients} but the fleet has {len(fleet.devices)} devices; "
             f"--set fed.min_clients={len(fleet.devices)} or fewer"
         )
-    run_dir = resolve_run_dir(cfg, out)
-    if (run_dir / "summary.json").exists() or (run_dir / "metrics.jsonl").exists():
-        raise ConfigError(f"{run_dir} already holds a run; choose another --out (or remove it)")
+    run_dir = new_run_dir(cfg, out)
     (run_dir / "flower").mkdir(parents=True, exist_ok=True)
     pinned = [*overrides, f"output.dir={run_dir}"]
     config_mod.load(config_file, pinned)  # bad overrides fail here, not on the SuperLink
