@@ -157,6 +157,20 @@ class FaultsConfig:
 
 
 @dataclass(frozen=True)
+class PrivacyConfig:
+    """Client-level differential privacy of the model updates (``fedsense.privacy``):
+    every device clips its update to ``clipping_norm`` (Flower's fixed
+    clipping), the server adds Gaussian noise to the average and reports the
+    epsilon spent for ``delta``. Statistics of the statistics reference are
+    not covered (``adapt.stats_noise`` is their own protection)."""
+
+    dp: bool = False
+    noise_multiplier: float = 1.0  # noise std / clipping norm, per unit of a device's share
+    clipping_norm: float = 1.0  # L2 bound of one device's update (float arrays)
+    delta: float = 1e-5
+
+
+@dataclass(frozen=True)
 class Config:
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
@@ -166,6 +180,7 @@ class Config:
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     faults: FaultsConfig = field(default_factory=FaultsConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
 
 # --------------------------------------------------------------------------- #
@@ -302,6 +317,12 @@ def _check_values(cfg: Config) -> None:
          "faults: the fractions add up to more than 1 (a client has at most one fault)"),
         (cfg.faults.scale_factor > 0, "faults.scale_factor: must be positive"),
         (cfg.fed.byzantine >= 0, "fed.byzantine: must be 0 or more"),
+        (cfg.privacy.noise_multiplier >= 0, "privacy.noise_multiplier: must be non-negative"),
+        (cfg.privacy.clipping_norm > 0, "privacy.clipping_norm: must be positive"),
+        (0 < cfg.privacy.delta < 1, "privacy.delta: must be in (0, 1)"),
+        (not cfg.privacy.dp or cfg.fed.aggregation == "mean",
+         f"privacy.dp: needs fed.aggregation 'mean' (the noise is calibrated to one device's share of an "
+         f"average; '{cfg.fed.aggregation}' has another sensitivity)"),
         (cfg.fed.num_cpus_per_client > 0, "fed.num_cpus_per_client: must be positive"),
         (cfg.fed.checkpoint_every >= 1, "fed.checkpoint_every: must be at least 1"),
         (cfg.train.lr > 0, "train.lr: must be positive"),

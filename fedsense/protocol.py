@@ -14,12 +14,17 @@ METRICS = "metrics"  # MetricRecord: numbers the client reports
 # Run config (pyproject [tool.flwr.app.config]): the only two keys
 RUN_CONFIG_FILE = "config-file"
 RUN_OVERRIDES = "overrides"
+RUN_RESUME = "resume"  # "1": continue the run directory's last complete round (fedsense run --resume)
 
 # Node config (set per SuperNode by the runtime)
 NODE_PARTITION_ID = "partition-id"
 NODE_NUM_PARTITIONS = "num-partitions"
 NODE_DATA_PATH = "data-path"  # a real device's own windows (npz of DESIGN.md)
 NODE_ROLE = "role"  # optional on a device: "source" or "target" (default: from its domain)
+# optional on a device: an absolute folder where it keeps its device-only
+# parameters between runs (fedsense.devicestate); simulated clients use
+# <run dir>/devices/<partition-id>
+NODE_STATE_DIR = "state-dir"
 # With data-path, partition-id is optional: the device's number in its fleet
 # (seeds its local shuffling, names it in metrics); without it, node id names it.
 
@@ -32,6 +37,8 @@ CFG_ROUND = "server-round"  # injected by Flower's FedAvg
 CFG_NUM_CLASSES = "num-classes"
 CFG_LOCAL_EPOCHS = "local-epochs"
 CFG_LR = "lr"
+# privacy.dp: clip the update to this L2 norm (Flower's key for client-side fixed clipping)
+CFG_CLIPPING_NORM = "clipping_norm"
 
 # MetricRecord keys, client -> server
 NUM_EXAMPLES = "num-examples"  # weight of the reply (training windows used)

@@ -46,21 +46,34 @@ def checkpoint_due(cfg: Config, server_round: int) -> bool:
 
 
 class RunDir:
-    """One run's output directory; owns its TensorBoard writer."""
+    """One run's output directory; owns its TensorBoard writer.
 
-    def __init__(self, path: str | Path, cfg: Config) -> None:
+    ``resume_after=R`` reopens a run directory to continue after round R:
+    metrics.jsonl keeps its first R rounds only, and TensorBoard is told to
+    drop whatever the interrupted run logged for later rounds (``purge_step``).
+    """
+
+    def __init__(self, path: str | Path, cfg: Config, resume_after: int | None = None) -> None:
         self.path = Path(path).expanduser().resolve()
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / "checkpoints").mkdir(exist_ok=True)
-        atomic_write_bytes(self.path / "config.yaml", dump(cfg).encode())
         self.metrics_path = self.path / "metrics.jsonl"
-        self.metrics_path.write_text("")
+        if resume_after is None:
+            atomic_write_bytes(self.path / "config.yaml", dump(cfg).encode())
+            self.metrics_path.write_text("")
+        else:
+            earlier = read_metrics(self.path) if self.metrics_path.exists() else []
+            kept = [json.dumps(r) + "\n" for r in earlier if int(r["round"]) <= resume_after]
+            atomic_write_bytes(self.metrics_path, "".join(kept).encode())
         self.started = time.time()
         from torch.utils.tensorboard import SummaryWriter  # heavy: only where a run is written
 
         self.cfg = cfg
-        self.writer = SummaryWriter(log_dir=str(self.tb_dir))
-        self.writer.add_text("config", "```\n" + dump(cfg) + "\n```", 0)
+        if resume_after is None:
+            self.writer = SummaryWriter(log_dir=str(self.tb_dir))
+            self.writer.add_text("config", "```\n" + dump(cfg) + "\n```", 0)
+        else:
+            self.writer = SummaryWriter(log_dir=str(self.tb_dir), purge_step=resume_after + 1)
         self.writer.flush()
 
     @property
@@ -131,9 +144,16 @@ class RunDir:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """All rounds of a run's metrics.jsonl."""
-    lines = Path(path, "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
+    """All rounds of a run's metrics.jsonl (a last line cut short by a kill is left out)."""
+    lines = [line for line in Path(path, "metrics.jsonl").read_text().splitlines() if line.strip()]
+    out = []
+    for i, line in enumerate(lines):
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise
+    return out
 
 
 def build_summary(

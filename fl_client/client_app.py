@@ -30,12 +30,14 @@ from fedsense.adaptation.training import Adversarial, embedding_stats, renormali
 from fedsense.config import Config, ConfigError
 from fedsense.data.base import DatasetError
 from fedsense.data.clients import ClientData, load_client_data
+from fedsense.devicestate import load_local, save_local
 from fedsense.embeddings import class_centroids
 from fedsense.engine import evaluate as evaluate_model
 from fedsense.engine import train_supervised
 from fedsense.faults import fault_of, flip_labels, tamper
 from fedsense.models import DataSpec, MultimodalNet, build_run_model
 from fedsense.params import Sharing, load_arrays, local_arrays, shared_arrays, shared_keys, sharing_of
+from fedsense.privacy import clip_update
 from fedsense.runconfig import config_from_run
 from flwr.clientapp import ClientApp
 
@@ -101,15 +103,46 @@ def _record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
     return ArrayRecord({k: Array(np.asarray(v, order="C")) for k, v in arrays.items()})
 
 
+def _state_dir(cfg: Config, data: ClientData, context: Context) -> Path | None:
+    """Where this device keeps its device-only parameters between runs: the
+    node config's ``state-dir``; for a simulated client, ``devices/<partition>``
+    in the run directory; else nowhere (they live for one run only)."""
+    given = context.node_config.get(protocol.NODE_STATE_DIR)
+    if given is not None:
+        path = Path(str(given)).expanduser()
+        if not path.is_absolute():
+            raise ConfigError(f"node config {protocol.NODE_STATE_DIR}={given!r}: must be an absolute path")
+        return path
+    if protocol.NODE_NUM_PARTITIONS in context.node_config and cfg.output.dir and data.partition_id >= 0:
+        return Path(cfg.output.dir) / "devices" / str(data.partition_id)
+    return None
+
+
+def _keep_local(cfg: Config, data: ClientData, context: Context, msg: Message, model: MultimodalNet,
+                sharing: Sharing) -> None:
+    """Device-only parameters into ``context.state`` and onto the device's disk."""
+    arrays = local_arrays(model, sharing)
+    context.state[LOCAL_STATE] = _record(arrays)
+    directory = _state_dir(cfg, data, context)
+    if directory is not None and arrays:
+        server_round = int(msg.content[protocol.CONFIG][protocol.CFG_ROUND])
+        save_local(directory, server_round, msg.metadata.message_type, arrays)
+
+
 def _setup(msg: Message, context: Context) -> tuple[Config, ClientData, Sharing, MultimodalNet]:
     cfg = config_from_run(context.run_config)
     data = load_client_data(cfg, context.node_config)
     sharing = sharing_of(METHODS[cfg.adapt.method], cfg.adapt.alignment)
-    num_classes = int(msg.content[protocol.CONFIG][protocol.CFG_NUM_CLASSES])
+    config = msg.content[protocol.CONFIG]
+    num_classes = int(config[protocol.CFG_NUM_CLASSES])
     model = build_run_model(DataSpec(shapes=data.train.shapes(), num_classes=num_classes), cfg)
     load_arrays(model, _arrays(msg.content[protocol.ARRAYS]), strict_keys=shared_keys(model, sharing))
-    if LOCAL_STATE in context.state:  # device-only parameters from earlier rounds
+    if LOCAL_STATE in context.state:  # device-only parameters from earlier rounds of this run
         load_arrays(model, _arrays(context.state[LOCAL_STATE]), strict_keys=set())
+    elif (directory := _state_dir(cfg, data, context)) is not None:  # a resumed run: from the device's disk
+        stored = load_local(directory, int(config[protocol.CFG_ROUND]), msg.metadata.message_type)
+        if stored is not None:
+            load_arrays(model, stored, strict_keys=set())
     return cfg, data, sharing, model
 
 
@@ -185,7 +218,7 @@ def train(msg: Message, context: Context) -> Message:
         if method.local_norm:
             renormalize(model, data.train)
         result = {"loss_task": 0.0, "steps": 0, "num_examples": 0, "task_windows": 0}
-    context.state[LOCAL_STATE] = _record(local_arrays(model, sharing))
+    _keep_local(cfg, data, context, msg, model, sharing)
     metrics = MetricRecord(
         {
             protocol.NUM_EXAMPLES: int(result["num_examples"]),
@@ -197,6 +230,8 @@ def train(msg: Message, context: Context) -> Message:
         }
     )
     shared = shared_arrays(model, sharing)
+    if protocol.CFG_CLIPPING_NORM in config:  # privacy.dp: Flower's client-side fixed clipping
+        shared = clip_update(shared, _arrays(msg.content[protocol.ARRAYS]), float(config[protocol.CFG_CLIPPING_NORM]))
     if fault in ("nan", "sign_flip", "scale"):
         shared = tamper(fault, shared, _arrays(msg.content[protocol.ARRAYS]), cfg.faults.scale_factor)
     arrays = _record(shared)
@@ -212,7 +247,7 @@ def evaluate(msg: Message, context: Context) -> Message:
         # AdaBN: statistics of this device's own windows under *these* weights
         # (the ones from training were computed under last round's).
         renormalize(model, data.train)
-        context.state[LOCAL_STATE] = _record(local_arrays(model, sharing))
+        _keep_local(cfg, data, context, msg, model, sharing)
     result = evaluate_model(model, data.test, num_classes)
     cm = np.asarray(result["confusion"], dtype=np.int64)
     content = RecordDict()

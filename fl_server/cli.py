@@ -1,6 +1,7 @@
 """``fedsense`` command line: run experiments and find their results.
 
     fedsense run CONFIG.yaml [--set key=value ...] [--out DIR] [--verbose]
+    fedsense run --resume RUN_DIR [--verbose]
     fedsense plot RUN_DIR... [--out DIR]
     fedsense compare RUN_DIR...
     fedsense fleet up --devices N --data DATA.npz --dir DIR [--tls] [--auth]
@@ -54,11 +55,13 @@ def _replied(rec: dict) -> str:
 
 
 class _Progress:
-    """Prints each new line of a run's metrics.jsonl as a one-line round report."""
+    """Prints each new line of a run's metrics.jsonl as a one-line round report
+    (rounds up to ``done``, completed before a resume, are not repeated)."""
 
-    def __init__(self, run_dir: Path, rounds: int) -> None:
+    def __init__(self, run_dir: Path, rounds: int, done: int = 0) -> None:
         self.path = run_dir / "metrics.jsonl"
         self.rounds = rounds
+        self.done = done
         self.seen = 0
         self.started = time.time()
 
@@ -67,10 +70,16 @@ class _Progress:
             return
         lines = [ln for ln in self.path.read_text().splitlines() if ln.strip()]
         for line in lines[self.seen :]:
-            rec = json.loads(line)
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:  # being written: read it next time
+                return
             r = rec["round"]
+            self.seen += 1
+            if r <= self.done:
+                continue
             elapsed = time.time() - self.started
-            eta = elapsed / r * (self.rounds - r)
+            eta = elapsed / (r - self.done) * (self.rounds - r)
             fmt = lambda role: (  # noqa: E731
                 f"{rec[role]['macro_f1']:.4f}" if role in rec else "  -   "
             )
@@ -80,7 +89,6 @@ class _Progress:
                 f"ETA {eta:5.0f}s{_replied(rec)}",
                 flush=True,
             )
-        self.seen = len(lines)
 
 
 def run_experiment(
@@ -94,8 +102,6 @@ def run_experiment(
     Raises ConfigError/DatasetError for bad input and launcher.RunFailed when
     the Flower run does not complete.
     """
-    from fedsense.data.clients import num_clients
-
     config_file = Path(config_file).expanduser().resolve()
     cfg = config_mod.load(config_file, overrides)
     run_dir = new_run_dir(cfg, out)
@@ -114,6 +120,14 @@ def run_experiment(
             run.close()
         return run_dir
 
+    _simulate(cfg, config_file, pinned, run_dir, verbose)
+    return run_dir
+
+
+def _simulate(cfg: Config, config_file: Path, overrides: list[str], run_dir: Path, verbose: bool,
+              resume_after: int = 0) -> None:
+    """One federation through Flower's simulation engine, on a SuperLink of its own."""
+    from fedsense.data.clients import num_clients
     from fl_server import launcher
 
     # Build (and cache) the dataset here once, before the simulated clients
@@ -124,21 +138,53 @@ def run_experiment(
     clients = num_clients(cfg)
     print(f" {time.time() - started:.1f}s", flush=True)
     home = run_dir / "flower"
-    print(f"fedsense: {clients} clients, {cfg.fed.rounds} rounds, method {cfg.adapt.method}; "
+    rounds = f"rounds {resume_after + 1}-{cfg.fed.rounds}" if resume_after else f"{cfg.fed.rounds} rounds"
+    print(f"fedsense: {clients} clients, {rounds}, method {cfg.adapt.method}; "
           f"run directory {run_dir}; starting Flower's simulation engine ...", flush=True)
     link = launcher.SuperLink.start(home)
     try:
         launcher.submit_and_wait(
             home=home,
             config_file=config_file,
-            overrides=pinned,
+            overrides=overrides,
             federation_config=launcher.simulation_federation(clients, cfg.fed.num_cpus_per_client),
             verbose=verbose,
-            on_poll=_Progress(run_dir, cfg.fed.rounds),
+            on_poll=_Progress(run_dir, cfg.fed.rounds, resume_after),
             finished=(run_dir / "summary.json").exists,  # the ServerApp writes it last, also on failure
+            resume=bool(resume_after),
         )
     finally:
         link.stop()
+
+
+def resume_experiment(run_dir: str | Path, verbose: bool = False) -> Path:
+    """Continue a federated run after its last complete round (its
+    ``checkpoints/resume.npz``), with the run's own config.yaml."""
+    from fedsense.checkpoint import load_resume
+    from fl_server.processes import processes_with_env
+
+    run_dir = Path(run_dir).expanduser().resolve()
+    config_file = run_dir / "config.yaml"
+    if not config_file.exists():
+        raise ConfigError(f"{run_dir}: no config.yaml, not a fedsense run directory")
+    cfg = config_mod.load(config_file, [])
+    if cfg.fed.mode != "federated":
+        raise ConfigError(f"{run_dir}: only federated runs can be resumed (fed.mode is {cfg.fed.mode!r})")
+    if Path(cfg.output.dir or "").resolve() != run_dir:
+        raise ConfigError(f"{config_file}: output.dir is {cfg.output.dir!r}, not this directory (was it moved?)")
+    point = load_resume(run_dir)
+    if point.server_round >= cfg.fed.rounds:
+        raise ConfigError(f"{run_dir}: all {cfg.fed.rounds} rounds are complete; nothing to resume")
+    home = str(run_dir / "flower")
+    alive = sorted(pid for pid, value in processes_with_env("FLWR_HOME").items() if value == home)
+    if alive:
+        raise ConfigError(f"{run_dir}: processes of the interrupted run are still running "
+                          f"(pids {' '.join(map(str, alive))}); stop them before resuming")
+    earlier = run_dir / "summary.json"
+    if earlier.exists():  # a failed attempt's summary: kept, out of the way of the new one
+        earlier.rename(run_dir / f"summary.failed-after-round-{point.server_round}.json")
+    print(f"fedsense: resuming {run_dir} after round {point.server_round} of {cfg.fed.rounds}", flush=True)
+    _simulate(cfg, config_file, [], run_dir, verbose, resume_after=point.server_round)
     return run_dir
 
 
@@ -204,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fedsense", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run_p = sub.add_parser("run", help="run one experiment (simulated federation or centralized)")
-    run_p.add_argument("config", help="experiment YAML, e.g. configs/default.yaml")
+    run_p.add_argument("config", nargs="?", help="experiment YAML, e.g. configs/default.yaml")
+    run_p.add_argument("--resume", metavar="RUN_DIR",
+                       help="continue an interrupted federated run after its last complete round")
     run_p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key (value parsed as YAML); repeatable")
     run_p.add_argument("--out", help="run directory (default: runs/<name>-<time>)")
@@ -322,6 +370,14 @@ def _cmd_results(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    if args.resume:
+        if args.config or args.overrides or args.out or args.seeds:
+            raise ConfigError("--resume RUN_DIR takes the run's own config.yaml: "
+                              "no CONFIG, --set, --out or --seeds with it")
+        _report(resume_experiment(args.resume, args.verbose))
+        return 0
+    if not args.config:
+        raise ConfigError("fedsense run: give an experiment CONFIG.yaml (or --resume RUN_DIR)")
     if args.seeds:
         run_seeds(args.config, args.overrides, _int_list(args.seeds, "--seeds"), args.out, args.verbose)
         return 0

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fl_server.processes import stop_tree
+from fl_server.processes import processes_with_env, stop_tree
 
 if TYPE_CHECKING:
     from fl_server.pki import ServerPki
@@ -174,13 +174,27 @@ class SuperLink:
         return link
 
     def stop(self, grace: float = 10.0) -> list[int]:
-        """Stop the SuperLink and every process below it (simulation, Ray)."""
+        """Stop the SuperLink and every process below it (simulation, Ray),
+        then any that left the tree but still carry this FLWR_HOME."""
         stopped = stop_tree(self.process.pid, grace)
         try:
             self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL was sent
             pass
-        return stopped
+        return stopped + stop_stragglers(self.home, grace)
+
+
+def stop_stragglers(home: Path, grace: float = 10.0) -> list[int]:
+    """Processes started under ``home`` (they inherited FLWR_HOME) that are
+    still alive once their parents are gone: Ray daemons detach from the
+    process tree and usually exit by themselves within seconds; those that do
+    not by ``grace`` are stopped, by pid and start time."""
+    deadline = time.time() + grace
+    while (left := [p for p, v in processes_with_env("FLWR_HOME").items() if v == str(home)]):
+        if time.time() > deadline:
+            return [pid for p in left for pid in stop_tree(p, grace=5.0)]
+        time.sleep(0.2)
+    return []
 
 
 def _flwr(args: list[str], home: Path, timeout: float = 120.0) -> subprocess.CompletedProcess:
@@ -234,11 +248,13 @@ def simulation_federation(num_supernodes: int, cpus_per_client: int) -> list[str
     return entries
 
 
-def write_run_config(path: Path, config_file: Path, overrides: list[str]) -> Path:
+def write_run_config(path: Path, config_file: Path, overrides: list[str], resume: bool = False) -> Path:
     """The Flower run config (TOML) of an experiment: its YAML and overrides,
-    newline-separated in one string (a file, so no shell quoting is involved)."""
+    newline-separated in one string (a file, so no shell quoting is involved);
+    ``resume`` continues the run directory's last complete round."""
     body = "\n".join(overrides).replace("\\", "\\\\").replace('"', '\\"')
-    path.write_text(f'config-file = "{config_file}"\noverrides = "{body.replace(chr(10), chr(92) + "n")}"\n')
+    path.write_text(f'config-file = "{config_file}"\noverrides = "{body.replace(chr(10), chr(92) + "n")}"\n'
+                    f'resume = "{"1" if resume else ""}"\n')
     return path
 
 
@@ -255,6 +271,7 @@ def submit_and_wait(
     run_config: Path | None = None,
     finished: Callable[[], bool] | None = None,
     status_every: float = 30.0,
+    resume: bool = False,
 ) -> int:
     """``flwr run`` the app on the SuperLink configured in ``home``; wait for the
     final status; raise :class:`RunFailed` unless it completed. Returns the run id.
@@ -266,7 +283,7 @@ def submit_and_wait(
     asked every ``status_every`` seconds, and at once when the cheap
     ``finished()`` check (e.g. the run's summary.json exists) says so.
     """
-    run_config = write_run_config(run_config or home / "run-config.toml", config_file, overrides)
+    run_config = write_run_config(run_config or home / "run-config.toml", config_file, overrides, resume)
     extra = ["--federation-config", " ".join(federation_config)] if federation_config else []
     proc = _flwr(
         ["run", str(APP_DIR), FEDERATION, "--run-config", str(run_config), *extra, "--format", "json"],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context
@@ -18,6 +19,8 @@ from fedsense import protocol
 from fedsense.adaptation import METHODS
 from fedsense.aggregation import AggregationSettings
 from fedsense.board import confusion_image, nodes_text
+from fedsense.checkpoint import ResumePoint, load_resume, save_resume
+from fedsense.config import ConfigError
 from fedsense.models import build_run_model, count_parameters
 from fedsense.params import shared_arrays, sharing_of
 from fedsense.rundir import RunDir, build_summary, checkpoint_due, resolve_run_dir
@@ -36,11 +39,24 @@ if not log.handlers:  # the ServerApp runs in Flower's process: give our lines a
 app = ServerApp()
 
 
+def _resume_point(context: Context, run_path, rounds: int) -> ResumePoint | None:
+    """The point a resumed run continues from (``fedsense run --resume``), else None."""
+    if str(context.run_config.get(protocol.RUN_RESUME, "")) != "1":
+        return None
+    point = load_resume(run_path)
+    if point.server_round >= rounds:
+        raise ConfigError(f"{run_path}: all {rounds} rounds are complete; nothing to resume")
+    return point
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     cfg = config_from_run(context.run_config)
-    run = RunDir(resolve_run_dir(cfg), cfg)
-    log.info("fedsense run directory: %s", run.path)
+    point = _resume_point(context, resolve_run_dir(cfg), cfg.fed.rounds)
+    run = RunDir(resolve_run_dir(cfg), cfg, resume_after=point.server_round if point else None)
+    log.info("fedsense run directory: %s%s", run.path, f" (resuming after round {point.server_round})" if point else "")
+    # Flower samples clients with Python's global RNG: seeded, and carried in the resume point.
+    random.seed(cfg.seed)
     status = {"status": "failed", "error": None}
     strategy: FedSenseStrategy | None = None
     extra: dict = {}
@@ -67,11 +83,14 @@ def main(grid: Grid, context: Context) -> None:
             for role, cm in record.get("confusion", {}).items():
                 run.log_image(f"eval/{role}/confusion", confusion_image(np.asarray(cm)), server_round)
             run.log_text("clients/nodes", nodes_text(record["nodes"]), server_round)
+            weights = {k: a.numpy() for k, a in arrays.items()}
             if checkpoint_due(cfg, server_round):
-                weights = {k: a.numpy() for k, a in arrays.items()}
                 run.save_checkpoint(server_round, weights)
                 if cfg.output.histograms:
                     run.log_histograms(server_round, weights)
+            state, extra_arrays = strategy.snapshot()
+            save_resume(run.path, server_round, weights, {"strategy": state, "random": random.getstate()},
+                        extra_arrays)
             target = record.get("target", {}).get("macro_f1")
             source = record.get("source", {}).get("macro_f1")
             nodes = record["nodes"]
@@ -98,6 +117,7 @@ def main(grid: Grid, context: Context) -> None:
             max_update_norm_ratio=cfg.fed.max_update_norm_ratio,
             aggregation=cfg.fed.aggregation,
             aggregation_settings=AggregationSettings(cfg.fed.trim_fraction, cfg.fed.byzantine),
+            privacy=cfg.privacy,
             fraction_train=cfg.fed.fraction_train,
             fraction_evaluate=cfg.fed.fraction_evaluate,
             min_train_nodes=min(cfg.fed.min_clients, len(nodes)),
@@ -109,11 +129,21 @@ def main(grid: Grid, context: Context) -> None:
         )
         common = {protocol.CFG_NUM_CLASSES: spec.num_classes}
         sharing = sharing_of(method, cfg.adapt.alignment)
-        initial = ArrayRecord({k: Array(v) for k, v in shared_arrays(model, sharing).items()})
+        start = shared_arrays(model, sharing)
+        if point is not None:
+            if set(point.arrays) != set(start):
+                raise ConfigError(f"{run.path}: the resume point's arrays do not fit the run's model "
+                                  f"({sorted(set(point.arrays) ^ set(start))[:5]})")
+            start = point.arrays
+            strategy.restore(point.state["strategy"], point.extra)
+            version, internal, gauss = point.state["random"]
+            random.setstate((version, tuple(internal), gauss))
+            extra["resumed_after"] = point.server_round
+        initial = ArrayRecord({k: Array(v) for k, v in start.items()})
         strategy.start(
             grid=grid,
             initial_arrays=initial,
-            num_rounds=cfg.fed.rounds,
+            num_rounds=cfg.fed.rounds - (point.server_round if point else 0),
             timeout=cfg.fed.timeout,
             train_config=ConfigRecord(
                 {**common, protocol.CFG_LR: cfg.train.lr, protocol.CFG_LOCAL_EPOCHS: cfg.train.local_epochs}
@@ -127,5 +157,8 @@ def main(grid: Grid, context: Context) -> None:
     finally:
         history = strategy.history if strategy else []
         totals = strategy.totals if strategy else {"bytes_up": 0, "bytes_down": 0}
+        if cfg.privacy.dp and history:
+            extra["privacy"] = {**history[-1].get("privacy", {}), "noise_multiplier": cfg.privacy.noise_multiplier,
+                                "clipping_norm": cfg.privacy.clipping_norm}
         run.write_summary(build_summary(cfg, history, totals, **extra, **status))
         run.close()

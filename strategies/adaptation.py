@@ -78,6 +78,24 @@ class AdaptationState:
             return {}
         return to_wire(self.reference)[0]
 
+    def snapshot(self) -> tuple[dict[str, dict[str, int]], dict[str, np.ndarray]]:
+        """The pooled statistics as (counts, float64 arrays) for a resume point."""
+        counts: dict[str, dict[str, int]] = {}
+        arrays: dict[str, np.ndarray] = {}
+        for role, store in (("reference", self.reference), ("target", self.target)):
+            counts[role] = {b: s.count for b, s in store.items()}
+            for b, s in store.items():
+                arrays[f"{role}/{b}/mean"] = s.mean
+                arrays[f"{role}/{b}/cov"] = s.cov
+        return counts, arrays
+
+    def restore(self, counts: dict[str, dict[str, int]], arrays: dict[str, np.ndarray]) -> None:
+        """Undo :meth:`snapshot`."""
+        for role, store in (("reference", self.reference), ("target", self.target)):
+            store.clear()
+            for b, n in counts.get(role, {}).items():
+                store[b] = Stats(int(n), arrays[f"{role}/{b}/mean"], arrays[f"{role}/{b}/cov"])
+
     def update(self, sources: list[dict[str, Stats]], targets: list[dict[str, Stats]]) -> None:
         """Pool this round's reported statistics (clients below the minimum
         count reported zeros and are left out by ``pool``)."""

@@ -23,7 +23,9 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 from fedsense import protocol
 from fedsense.adaptation.statistics import from_wire
 from fedsense.aggregation import AGGREGATORS, AggregationSettings
+from fedsense.config import PrivacyConfig
 from fedsense.metrics import macro_f1, per_class_f1, summarize
+from fedsense.privacy import add_noise, epsilon, largest_share, noise_std
 from strategies.adaptation import AdaptationState
 from strategies.validation import malformed_evaluation, screen
 
@@ -142,6 +144,11 @@ class FedSenseStrategy(FedAvg):
         max_update_norm_ratio: train replies whose update is longer than this
             times the round's median are refused (0: no norm bound); see
             :mod:`strategies.validation` for every check.
+        privacy: with ``dp`` on, devices are asked to clip their updates and
+            the average gets Gaussian noise (:mod:`fedsense.privacy`); each
+            round's record reports the epsilon spent so far.
+        rounds_done: rounds completed before this strategy started (a resumed
+            run): Flower's ``start`` counts from 1, every hook adds this.
     """
 
     def __init__(
@@ -157,6 +164,8 @@ class FedSenseStrategy(FedAvg):
         max_update_norm_ratio: float = 10.0,
         aggregation: str = "mean",
         aggregation_settings: AggregationSettings = AggregationSettings(),
+        privacy: PrivacyConfig | None = None,
+        rounds_done: int = 0,
         **fedavg: Any,
     ) -> None:
         super().__init__(**fedavg)
@@ -175,15 +184,47 @@ class FedSenseStrategy(FedAvg):
         self.totals = {"bytes_up": 0, "bytes_down": 0}
         self.current_arrays: ArrayRecord | None = None
         self.history: list[dict[str, Any]] = []
+        self.privacy = privacy if privacy is not None and privacy.dp else None
+        self.releases = 0  # noisy averages released so far (privacy accounting)
+        # OS entropy: noise that anyone knowing the config's seed could regenerate protects nothing.
+        self.noise_rng = np.random.default_rng()
+        self.rounds_done = rounds_done
+
+    # ------------------------------------------------------------ resuming
+    def snapshot(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """What :meth:`restore` needs to continue after the last complete
+        round: JSON-able state and arrays (the statistics reference)."""
+        state: dict[str, Any] = {
+            "history": [{k: v for k, v in rec.items() if k != "projector"} for rec in self.history],
+            "totals": dict(self.totals),
+            "releases": self.releases,
+        }
+        arrays: dict[str, np.ndarray] = {}
+        if self.adaptation is not None:
+            state["statistics"], arrays = self.adaptation.snapshot()
+        return state, arrays
+
+    def restore(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        """Continue from a :meth:`snapshot`: history, totals, privacy
+        accounting and statistics reference; the rounds are counted on."""
+        self.history = list(state["history"])
+        self.totals = {k: int(v) for k, v in state["totals"].items()}
+        self.releases = int(state.get("releases", 0))
+        self.rounds_done = len(self.history)
+        if self.adaptation is not None and "statistics" in state:
+            self.adaptation.restore(state["statistics"], arrays)
 
     # ------------------------------------------------------------------ train
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        server_round += self.rounds_done
         self.stats = RoundStats()
         self.current_arrays = arrays
         extra = self.adaptation.round_config(server_round) if self.adaptation else {}
         self.stats.adapt = dict(extra)
+        if self.privacy is not None:
+            extra[protocol.CFG_CLIPPING_NORM] = self.privacy.clipping_norm
         config = ConfigRecord({**dict(config), **extra})
         messages = list(super().configure_train(server_round, arrays, config, grid))
         reference = self.adaptation.reference_arrays() if self.adaptation else {}
@@ -247,6 +288,7 @@ class FedSenseStrategy(FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        server_round += self.rounds_done
         replies = list(replies)
         valid = self._refuse_bad_updates(server_round, self._split_replies(replies))
         self.stats.replied = sorted(m.metadata.src_node_id for m in valid)
@@ -303,15 +345,35 @@ class FedSenseStrategy(FedAvg):
                 arrays[key] = Array(
                     sum(c[protocol.ARRAYS][key].numpy() * (w / norm) for c, w in zip(contents, balanced) if w > 0)
                 )
+        if self.privacy is not None:
+            arrays = self._add_privacy_noise(arrays, weights, contents)
         self.current_arrays = arrays
         return arrays, MetricRecord(
             {"loss-task": self.stats.train["loss_task"], "clients-trained": len(weighted)}
         )
 
+    def _add_privacy_noise(self, arrays: ArrayRecord, weights: list[float], contents: list[RecordDict]) -> ArrayRecord:
+        """Gaussian noise on the average for one device's largest share of it
+        (window weights; balanced domain weights for federated discriminators)."""
+        assert self.privacy is not None
+        used = [w for w in weights if w > 0]
+        share = largest_share(used)
+        if self.adaptation is not None and any(k.startswith("discriminators.") for k in arrays):
+            is_target = [bool(int(c[protocol.METRICS][protocol.IS_TARGET])) for c, w in zip(contents, weights) if w > 0]
+            balanced = self.adaptation.discriminator_weights(used, is_target)
+            if sum(balanced) > 0:
+                share = max(share, largest_share(balanced))
+        std = noise_std(self.privacy.noise_multiplier, self.privacy.clipping_norm, share)
+        noisy = add_noise({k: a.numpy() for k, a in arrays.items()}, std, self.noise_rng)
+        self.releases += 1
+        self.stats.train["privacy"] = {"noise_std": std}
+        return ArrayRecord({k: Array(v) for k, v in noisy.items()})
+
     # --------------------------------------------------------------- evaluate
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        server_round += self.rounds_done
         if server_round in self.projector_rounds:
             config = ConfigRecord({**dict(config), protocol.CFG_PROJECTOR: self.projector_min_count})
         messages = list(super().configure_evaluate(server_round, arrays, config, grid))
@@ -320,6 +382,7 @@ class FedSenseStrategy(FedAvg):
         return messages
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        server_round += self.rounds_done
         valid = self._split_replies(list(replies))
         k = self.num_classes
         sums = {"source": np.zeros((k, k), np.int64), "target": np.zeros((k, k), np.int64)}
@@ -351,7 +414,15 @@ class FedSenseStrategy(FedAvg):
                 f1 = {str(c): float(v) for c, v in enumerate(per_class_f1(sums[role])) if np.isfinite(v)}
                 record[role] = {**summarize(sums[role]), "clients": clients[role], "f1": f1}
         record["client"] = per_client
-        record["train"] = dict(self.stats.train)
+        record["train"] = {k: v for k, v in self.stats.train.items() if k != "privacy"}
+        if self.privacy is not None:
+            spent = epsilon(self.privacy.noise_multiplier, self.releases, self.privacy.delta)
+            record["privacy"] = {
+                "epsilon": spent if np.isfinite(spent) else None,  # None: no noise, no guarantee
+                "delta": self.privacy.delta,
+                "noise_std": self.stats.train.get("privacy", {}).get("noise_std", 0.0),
+                "releases": self.releases,
+            }
         if self.adaptation is not None and self.adaptation.branches:
             self.adaptation.update(reported["source"], reported["target"])
             adapt: dict[str, Any] = {"lambda": float(self.stats.adapt.get(protocol.CFG_COEFF, 0.0))}

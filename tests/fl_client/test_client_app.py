@@ -204,3 +204,37 @@ def test_injected_faults_change_what_a_simulated_client_sends(tmp_path, model_cf
         train(_message(MessageType.TRAIN, start), _context(0, tmp_path, "faults.crash=1.0"))
     wrong = train(_message(MessageType.TRAIN, start), _context(0, tmp_path, "faults.label_flip=1.0"))
     assert wrong.content[protocol.METRICS][protocol.LOSS_TASK] != honest.content[protocol.METRICS][protocol.LOSS_TASK]
+
+
+def _update_norm(reply, start) -> float:
+    arrays = {k: v.numpy() for k, v in reply.content[protocol.ARRAYS].items()}
+    return float(np.sqrt(sum(np.sum((arrays[k].astype(np.float64) - start[k]) ** 2)
+                             for k in start if np.issubdtype(start[k].dtype, np.floating))))
+
+
+def test_the_update_is_clipped_when_the_server_asks(tmp_path, model_cfg):
+    start = _global_arrays(model_cfg)
+    free = _update_norm(train(_message(MessageType.TRAIN, start), _context(0, tmp_path)), start)
+    msg = _message(MessageType.TRAIN, start)
+    msg.content[protocol.CONFIG][protocol.CFG_CLIPPING_NORM] = free / 4
+    clipped = _update_norm(train(msg, _context(0, tmp_path)), start)
+    assert clipped == pytest.approx(free / 4, rel=1e-4)
+
+
+def test_device_state_outlives_the_run_on_the_devices_disk(tmp_path, model_cfg):
+    """A resumed run is a new Flower run with an empty context.state: the
+    device's own parameters come back from its disk (fedsense.devicestate)."""
+    start = _global_arrays(model_cfg)
+    run = f"output.dir={tmp_path / 'run'}"
+    first = _context(0, tmp_path, run)
+    train(_message(MessageType.TRAIN, start), first)
+    counts = {k: int(v.numpy()) for k, v in first.state[LOCAL_STATE].items()}
+    assert (tmp_path / "run" / "devices" / "0" / "local-0001-0.npz").exists()
+
+    resumed = _context(0, tmp_path, run)  # new run, same device
+    train(_message(MessageType.TRAIN, start, server_round=2), resumed)
+    assert {k: int(v.numpy()) for k, v in resumed.state[LOCAL_STATE].items()} == {k: 2 * c for k, c in counts.items()}
+
+    elsewhere = _context(0, tmp_path, f"output.dir={tmp_path / 'other'}")  # nothing stored there: starts over
+    train(_message(MessageType.TRAIN, start, server_round=2), elsewhere)
+    assert {k: int(v.numpy()) for k, v in elsewhere.state[LOCAL_STATE].items()} == counts

@@ -1,0 +1,65 @@
+"""A device's own parameters on its own disk, so they outlive the run.
+
+Device-only arrays (BatchNorm statistics under local normalisation,
+discriminators under the statistics reference) live in Flower's
+``context.state``, which belongs to one run. A resumed run is a new Flower
+run: without a copy on disk every device would start its local parts over
+and the resumed federation would drift from the uninterrupted one.
+
+Each save is stamped with the round and phase that produced it
+(``local-<round>-<phase>.npz``, phase 0 training, 1 evaluation); a device
+loads the newest state produced *before* the step it is about to take, so a
+state written during a round the server never completed is ignored on
+resume. Files older than the previous round are removed.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from fedsense.data.base import DatasetError
+from fedsense.fileio import atomic_write
+
+PHASES = {"train": 0, "evaluate": 1}
+_NAME = re.compile(r"local-(\d{4,})-([01])\.npz")
+
+
+def _stamps(directory: Path) -> list[tuple[int, int, Path]]:
+    if not directory.is_dir():
+        return []
+    found = []
+    for path in directory.iterdir():
+        if m := _NAME.fullmatch(path.name):
+            found.append((int(m.group(1)), int(m.group(2)), path))
+    return sorted(found)
+
+
+def save_local(directory: str | Path, server_round: int, phase: str, arrays: Mapping[str, np.ndarray]) -> Path:
+    """Store the device-only arrays produced by ``phase`` of ``server_round``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"local-{server_round:04d}-{PHASES[phase]}.npz"
+    atomic_write(path, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()}))
+    for r, _, old in _stamps(directory):
+        if r < server_round - 1:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def load_local(directory: str | Path, server_round: int, phase: str) -> dict[str, np.ndarray] | None:
+    """The newest device-only arrays saved before ``phase`` of ``server_round``, or None."""
+    before = (server_round, PHASES[phase])
+    candidates = [path for r, p, path in _stamps(Path(directory)) if (r, p) < before]
+    if not candidates:
+        return None
+    path = candidates[-1]
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise DatasetError(f"{path}: unreadable device state ({type(err).__name__}: {err})") from None

@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedsense.data.base import DatasetError
+from fedsense.devicestate import load_local, save_local
+
+
+def test_a_device_loads_the_newest_state_from_before_its_step(tmp_path):
+    save_local(tmp_path, 1, "train", {"bn": np.full(2, 10.0)})
+    assert load_local(tmp_path, 1, "train") is None
+    assert load_local(tmp_path, 1, "evaluate")["bn"][0] == 10.0
+    save_local(tmp_path, 2, "train", {"bn": np.full(2, 20.0)})
+    save_local(tmp_path, 2, "evaluate", {"bn": np.full(2, 25.0)})
+    save_local(tmp_path, 3, "train", {"bn": np.full(2, 30.0)})
+    assert load_local(tmp_path, 3, "train")["bn"][0] == 25.0  # after round 2's evaluation
+    # a resumed run redoing round 3 ignores what the interrupted round 3 left behind
+    assert load_local(tmp_path, 3, "train")["bn"][0] != 30.0
+    assert load_local(tmp_path, 4, "train")["bn"][0] == 30.0
+
+
+def test_old_rounds_are_removed_and_damage_is_named(tmp_path):
+    for r in range(1, 6):
+        save_local(tmp_path, r, "train", {"bn": np.zeros(1)})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["local-0004-0.npz", "local-0005-0.npz"]
+    (tmp_path / "local-0005-0.npz").write_bytes(b"not a zip")
+    with pytest.raises(DatasetError, match="local-0005-0.npz"):
+        load_local(tmp_path, 6, "train")

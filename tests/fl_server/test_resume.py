@@ -1,0 +1,134 @@
+"""Kill a real simulated federation mid-round with SIGKILL, resume it, and
+get the uninterrupted run's result: global weights, every round's numbers,
+the summary and TensorBoard's view."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from fedsense.config import ConfigError
+from fedsense.rundir import read_metrics
+from fl_server.cli import resume_experiment, run_experiment
+from tests.conftest import SYNTHETIC, processes_with_home
+
+ROUNDS = 4
+
+
+def _overrides(tmp: Path) -> list[str]:
+    # M3BAT on device-local BatchNorm with the statistics reference: server
+    # state (reference, schedule) and device state (BN statistics,
+    # discriminators) must both survive the kill.
+    return [f"fed.rounds={ROUNDS}", "adapt.method=m3bat_bn", "adapt.alignment=statistics",
+            f"data.cache_dir={tmp / 'cache'}"]
+
+
+def _kill_everything(cli: subprocess.Popen, home: Path) -> list[int]:
+    """SIGKILL the command and every process of its Flower home, as a power cut would."""
+    killed = [cli.pid]
+    cli.kill()
+    cli.wait(timeout=30)
+    deadline = time.time() + 30
+    while (left := processes_with_home(home)) and time.time() < deadline:
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.5)
+    assert not processes_with_home(home)
+    return killed
+
+
+def _wait_for(condition, what: str, cli: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert cli.poll() is None, f"the run ended (code {cli.returncode}) before {what}"
+        assert time.time() < deadline, f"no {what} within {timeout}s"
+        time.sleep(0.2)
+
+
+def _scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    acc = EventAccumulator(str(run_dir / "tb"))
+    acc.Reload()
+    return {t: [(e.step, e.value) for e in acc.Scalars(t)] for t in acc.Tags()["scalars"]
+            if not t.startswith(("round/", "hparam/"))}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> tuple[Path, Path, list[int]]:
+    tmp = tmp_path_factory.mktemp("resume")
+    full = run_experiment(SYNTHETIC, _overrides(tmp), out=str(tmp / "full"))
+
+    killed = tmp / "killed"
+    fedsense = Path(sys.executable).parent / "fedsense"
+    sets = [arg for o in _overrides(tmp) for arg in ("--set", o)]
+    cli = subprocess.Popen([str(fedsense), "run", str(SYNTHETIC), *sets, "--out", str(killed)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # Round 3 is under way: a device has trained in it and kept its new
+        # local state on disk, while the server's resume point is round 2.
+        _wait_for(lambda: any(killed.glob("devices/*/local-0003-0.npz")), "training in round 3", cli)
+        pids = _kill_everything(cli, killed / "flower")
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    return full, killed, pids
+
+
+def test_a_killed_run_resumes_to_the_uninterrupted_result(runs):
+    full, killed, pids = runs
+    assert len(pids) > 3  # the command, the SuperLink, the simulation and Ray were all killed
+    assert not (killed / "summary.json").exists()
+    interrupted_at = max(r["round"] for r in read_metrics(killed))
+    assert interrupted_at < ROUNDS
+
+    resume_experiment(killed)
+
+    summary = json.loads((killed / "summary.json").read_text())
+    expected = json.loads((full / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["rounds"] == ROUNDS
+    assert 1 <= summary["resumed_after"] <= interrupted_at
+    for key in ("target", "source", "comm"):
+        assert summary[key] == expected[key], key
+
+    with np.load(full / "checkpoints" / "latest.npz") as a, np.load(killed / "checkpoints" / "latest.npz") as b:
+        assert sorted(a.files) == sorted(b.files)
+        for k in a.files:
+            np.testing.assert_allclose(b[k], a[k], rtol=1e-6, atol=1e-7, err_msg=k)
+
+    drop = ("seconds", "nodes")  # wall time and Flower's node ids differ between runs
+    got = [{k: v for k, v in r.items() if k not in drop} for r in read_metrics(killed)]
+    want = [{k: v for k, v in r.items() if k not in drop} for r in read_metrics(full)]
+    assert [r["round"] for r in got] == list(range(1, ROUNDS + 1))
+    assert got == want
+
+    # TensorBoard shows each round once: what the killed run logged after its
+    # resume point was purged.
+    resumed, reference = _scalars(killed), _scalars(full)
+    assert resumed.keys() == reference.keys()
+    for tag, points in reference.items():
+        assert [s for s, _ in resumed[tag]] == [s for s, _ in points], tag
+        np.testing.assert_allclose([v for _, v in resumed[tag]], [v for _, v in points], rtol=1e-6, err_msg=tag)
+    assert not processes_with_home(killed / "flower")
+
+
+def test_resume_refuses_what_it_cannot_continue(runs, tmp_path):
+    full, _, _ = runs
+    with pytest.raises(ConfigError, match="all 4 rounds are complete"):
+        resume_experiment(full)
+    with pytest.raises(ConfigError, match="not a fedsense run directory"):
+        resume_experiment(tmp_path)
+    (tmp_path / "config.yaml").write_text((full / "config.yaml").read_text().replace(str(full), str(tmp_path)))
+    with pytest.raises(ConfigError, match="no resume point"):
+        resume_experiment(tmp_path)
