@@ -102,6 +102,7 @@ class FedConfig:
     timeout: float = 600.0  # seconds to wait for replies each round
     query_nodes: int = 0  # nodes asked to describe their data before round 1: 0 all, N a seeded sample
     max_update_norm_ratio: float = 10.0  # refuse updates longer than this x the round's median (0: off)
+    min_update_cosine: float = -1.0  # refuse updates whose cosine with the mean of their role's others is below (-1: off)
     aggregation: str = "mean"  # mean | trimmed-mean | median | krum (fedsense.aggregation)
     trim_fraction: float = 0.2  # trimmed-mean: share of values cut at each end
     byzantine: int = 1  # krum: attackers assumed among a round's replies
@@ -311,6 +312,7 @@ def _check_values(cfg: Config) -> None:
         (cfg.fed.max_update_norm_ratio == 0 or cfg.fed.max_update_norm_ratio > 1,
          "fed.max_update_norm_ratio: must be 0 (off) or above 1"),
         (0 <= cfg.fed.trim_fraction < 0.5, "fed.trim_fraction: must be in [0, 0.5)"),
+        (-1.0 <= cfg.fed.min_update_cosine < 1.0, "fed.min_update_cosine: must be in [-1, 1) (-1: off)"),
         *((0.0 <= getattr(cfg.faults, k) <= 1.0, f"faults.{k}: must be a fraction of clients in [0, 1]")
           for k in FAULT_KINDS),
         (sum(getattr(cfg.faults, k) for k in FAULT_KINDS) <= 1.0,

@@ -115,6 +115,7 @@ def main(grid: Grid, context: Context) -> None:
             projector_rounds=cfg.output.projector_rounds,
             projector_min_count=cfg.output.projector_min_count,
             max_update_norm_ratio=cfg.fed.max_update_norm_ratio,
+            min_update_cosine=cfg.fed.min_update_cosine,
             aggregation=cfg.fed.aggregation,
             aggregation_settings=AggregationSettings(cfg.fed.trim_fraction, cfg.fed.byzantine),
             privacy=cfg.privacy,

@@ -144,6 +144,8 @@ class FedSenseStrategy(FedAvg):
         max_update_norm_ratio: train replies whose update is longer than this
             times the round's median are refused (0: no norm bound); see
             :mod:`strategies.validation` for every check.
+        min_update_cosine: train replies whose update's cosine with the mean
+            update of the other replies of their role is below this are refused (-1: off).
         privacy: with ``dp`` on, devices are asked to clip their updates and
             the average gets Gaussian noise (:mod:`fedsense.privacy`); each
             round's record reports the epsilon spent so far.
@@ -162,6 +164,7 @@ class FedSenseStrategy(FedAvg):
         projector_rounds: Iterable[int] = (),
         projector_min_count: int = 5,
         max_update_norm_ratio: float = 10.0,
+        min_update_cosine: float = -1.0,
         aggregation: str = "mean",
         aggregation_settings: AggregationSettings = AggregationSettings(),
         privacy: PrivacyConfig | None = None,
@@ -177,6 +180,7 @@ class FedSenseStrategy(FedAvg):
         self.projector_rounds = set(projector_rounds)
         self.projector_min_count = projector_min_count
         self.max_update_norm_ratio = max_update_norm_ratio
+        self.min_update_cosine = min_update_cosine
         self.aggregate = AGGREGATORS[aggregation]  # unknown names fail here, listing the valid ones
         self.aggregation = aggregation
         self.aggregation_settings = aggregation_settings
@@ -266,7 +270,8 @@ class FedSenseStrategy(FedAvg):
             candidates.append((arrays, metrics))
             roles.append("target" if metrics.get(protocol.IS_TARGET) == 1 else "source")
         kept = []
-        verdicts = screen(candidates, reference, self.max_update_norm_ratio, groups=roles)
+        verdicts = screen(candidates, reference, self.max_update_norm_ratio, groups=roles,
+                          min_cosine=self.min_update_cosine if self.min_update_cosine > -1 else None)
         for msg, verdict in zip(replies, verdicts):
             if verdict is None:
                 kept.append(msg)

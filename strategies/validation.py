@@ -10,6 +10,14 @@ or when its update (reply minus the global arrays) is longer than
 its role (sources and targets update differently)
 (checked among replies that changed anything, when there are at least three:
 with two, the median cannot tell the attacker from the honest one).
+Optionally (``min_cosine``) an update is also refused when it points away
+from the mean update of the other replies of its role (cosine below the
+bound; leave-one-out, since each update correlates with any average it is
+part of through its own device-specific part): a
+sign-flipped update has the length of an honest one, and non-IID devices
+spread each coordinate so widely that per-coordinate rules (trimmed mean,
+median) cannot single it out, but over tens of thousands of coordinates its
+direction gives it away.
 """
 
 from __future__ import annotations
@@ -22,13 +30,15 @@ import numpy as np
 from fedsense import protocol
 
 
+def _update(reply: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The float part of ``reply - reference`` as one vector (BatchNorm step counters are no direction)."""
+    parts = [reply[k].astype(np.float64).ravel() - ref.astype(np.float64).ravel()
+             for k, ref in reference.items() if np.issubdtype(ref.dtype, np.floating)]
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
 def _update_norm(reply: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> float:
-    total = 0.0
-    for key, ref in reference.items():
-        if np.issubdtype(ref.dtype, np.floating):  # BatchNorm step counters are no direction
-            diff = reply[key].astype(np.float64) - ref.astype(np.float64)
-            total += float(np.dot(diff.ravel(), diff.ravel()))
-    return math.sqrt(total)
+    return float(np.linalg.norm(_update(reply, reference)))
 
 
 def _number(metrics: Mapping[str, object], key: str) -> float | None:
@@ -97,6 +107,7 @@ def screen(
     reference: Mapping[str, np.ndarray],
     max_norm_ratio: float,
     groups: Sequence[str] | None = None,
+    min_cosine: float | None = None,
 ) -> list[str | None]:
     """One verdict per ``(arrays, metrics)`` reply: None to keep it, else why it is refused.
 
@@ -105,19 +116,29 @@ def screen(
     shorter than a labelled source's, and neither is an outlier for that.
     """
     verdicts = [malformed(arrays, reference, metrics) for arrays, metrics in replies]
-    if max_norm_ratio <= 0:
+    if max_norm_ratio <= 0 and min_cosine is None:
         return verdicts
     labels = list(groups) if groups is not None else [""] * len(replies)
     for group in sorted(set(labels)):
+        where = f" of {group} updates" if group else ""
         # Replies that changed nothing (an unlabeled device without an
         # adversarial step) neither count towards the median nor fail it.
-        norms = {i: norm for i, (arrays, _) in enumerate(replies)
-                 if labels[i] == group and verdicts[i] is None and (norm := _update_norm(arrays, reference)) > 0}
-        if len(norms) < 3:
+        updates = {i: u for i, (arrays, _) in enumerate(replies)
+                   if labels[i] == group and verdicts[i] is None and (u := _update(arrays, reference)).any()}
+        if len(updates) < 3:
             continue
+        norms = {i: float(np.linalg.norm(u)) for i, u in updates.items()}
         median = float(np.median(list(norms.values())))
         for i, norm in norms.items():
-            if norm > max_norm_ratio * median:
-                where = f" of {group} updates" if group else ""
+            if max_norm_ratio > 0 and norm > max_norm_ratio * median:
                 verdicts[i] = f"update norm {norm:.3g} is over {max_norm_ratio:g} x the round's median{where} {median:.3g}"
+        if min_cosine is None:
+            continue
+        total = np.sum(list(updates.values()), axis=0)
+        for i, u in updates.items():
+            others = total - u
+            scale = float(np.linalg.norm(others))
+            cosine = float(u @ others) / (norms[i] * scale) if scale > 0 else 1.0
+            if verdicts[i] is None and cosine < min_cosine:
+                verdicts[i] = f"update points away from the others{where} (cosine {cosine:.3f} < {min_cosine:g})"
     return verdicts

@@ -85,3 +85,12 @@ def test_plot_and_compare_name_what_is_not_a_run_directory(tmp_path, capsys):
         (tmp_path / arm / "seed-0").mkdir(parents=True)
     labels = run_labels([str(tmp_path / "dann" / "seed-0"), str(tmp_path / "m3bat" / "seed-0")])
     assert list(labels) == ["dann/seed-0", "m3bat/seed-0"]
+
+
+def test_resume_takes_a_run_directory_and_nothing_else(tmp_path, capsys):
+    assert main(["run", "--resume", str(tmp_path), str(SYNTHETIC)]) == 2
+    assert "no CONFIG, --set, --out or --seeds" in capsys.readouterr().err
+    assert main(["run", "--resume", str(tmp_path)]) == 2
+    assert "not a fedsense run directory" in capsys.readouterr().err
+    assert main(["run"]) == 2
+    assert "give an experiment CONFIG.yaml" in capsys.readouterr().err

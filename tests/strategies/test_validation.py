@@ -134,3 +134,21 @@ def test_a_poisoned_evaluation_is_refused_not_summed():
     (rec,) = seen
     assert rec["confusion"]["source"] == [[2, 1], [0, 3]] and rec["source"]["clients"] == 1
     assert rec["errors"] == ["node 2: confusion holds values that are not counts"]
+
+
+def test_a_sign_flipped_update_is_refused_by_its_direction():
+    """Non-IID devices: a shared direction buried under large device-specific
+    noise. Per coordinate the flipped updates hide among the honest ones;
+    over many coordinates their direction does not."""
+    rng = np.random.default_rng(0)
+    dim = 20_000
+    common = rng.normal(size=dim) * 0.2
+    ref = {"w": np.zeros(dim, np.float32), "bn.num_batches_tracked": np.array(3, np.int64)}
+    honest = [common + rng.normal(size=dim) for _ in range(8)]
+    flipped = [-(common + rng.normal(size=dim)) for _ in range(2)]
+    replies = [({"w": u.astype(np.float32), "bn.num_batches_tracked": np.array(4, np.int64)},
+                {protocol.NUM_EXAMPLES: 10}) for u in honest + flipped]
+    verdicts = screen(replies, ref, max_norm_ratio=10, min_cosine=0.0)
+    assert verdicts[:8] == [None] * 8
+    assert all(v is not None and "points away from the others" in v for v in verdicts[8:])
+    assert screen(replies, ref, max_norm_ratio=10) == [None] * 10  # off by default: lengths look honest
