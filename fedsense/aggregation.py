@@ -8,10 +8,18 @@ a minority of bad updates can do:
 - ``trimmed-mean``: per coordinate, drop the ``trim_fraction`` largest and
   smallest values, average the rest (unweighted; Yin et al. 2018);
 - ``median``: per coordinate median (unweighted);
-- ``krum``: the one update closest to its ``n - f - 2`` nearest others, with
-  ``f = byzantine`` assumed attackers (Blanchard et al. 2017).
+- ``krum``: the update closest to its ``n - f - 2`` nearest others, with
+  ``f = byzantine`` assumed attackers (Blanchard et al. 2017); with
+  ``krum_select = m > 1`` the mean of the ``m`` best-scored updates
+  (Multi-Krum; 0 means ``n - f``).
 
 Integer arrays (BatchNorm's step counters) take the per-element median.
+
+:func:`by_group` applies a rule within each group of replies (the strategy
+groups by role) and combines the groups by their total weight: an unlabeled
+target's adversarial-only update and a labelled source's supervised one are
+different populations, and pooled, Krum picks the tight cluster of short
+target updates and the model stops learning its task.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ Arrays = dict[str, np.ndarray]
 class AggregationSettings:
     trim_fraction: float = 0.2  # trimmed-mean: share cut at each end
     byzantine: int = 1  # krum: attackers assumed among the replies
+    krum_select: int = 1  # krum: updates averaged (1 Krum, m > 1 Multi-Krum, 0 n - byzantine)
 
 
 AGGREGATORS: Registry[Callable[[Sequence[Arrays], Sequence[float], AggregationSettings], Arrays]] = Registry(
@@ -75,10 +84,39 @@ def median(replies: Sequence[Arrays], weights: Sequence[float], settings: Aggreg
 @AGGREGATORS.register("krum")
 def krum(replies: Sequence[Arrays], weights: Sequence[float], settings: AggregationSettings) -> Arrays:
     n = len(replies)
+    if n == 1:
+        return {k: v.copy() for k, v in replies[0].items()}
     keys = [k for k, v in replies[0].items() if np.issubdtype(v.dtype, np.floating)]
     flat = np.stack([np.concatenate([r[k].astype(np.float64).ravel() for k in keys]) for r in replies])
-    distances = ((flat[:, None, :] - flat[None, :, :]) ** 2).sum(axis=2)  # (n, n)
+    squares = (flat**2).sum(axis=1)
+    distances = np.maximum(squares[:, None] + squares[None, :] - 2.0 * flat @ flat.T, 0.0)  # (n, n)
     neighbours = max(1, n - settings.byzantine - 2)
     scores = [np.sort(np.delete(distances[i], i))[:neighbours].sum() for i in range(n)]
-    chosen = int(np.argmin(scores))
-    return {k: v.copy() for k, v in replies[chosen].items()}
+    select = settings.krum_select or max(1, n - settings.byzantine)
+    chosen = np.argsort(scores, kind="stable")[: min(select, n)]
+    return _per_key([replies[i] for i in chosen], lambda x: x.mean(axis=0))
+
+
+def by_group(
+    name: str,
+    replies: Sequence[Arrays],
+    weights: Sequence[float],
+    groups: Sequence[str],
+    settings: AggregationSettings,
+) -> Arrays:
+    """Rule ``name`` within each group of replies, the groups' results
+    averaged by the groups' total weights. Krum's assumed attackers are
+    capped per group so that ``n > 2 f + 2`` holds where it can."""
+    rule = AGGREGATORS[name]
+    parts, totals = [], []
+    for group in sorted(set(groups)):
+        members = [i for i, g in enumerate(groups) if g == group]
+        local = settings
+        if name == "krum":
+            local = AggregationSettings(settings.trim_fraction, min(settings.byzantine, max(0, (len(members) - 3) // 2)),
+                                        settings.krum_select)
+        parts.append(rule([replies[i] for i in members], [weights[i] for i in members], local))
+        totals.append(float(sum(weights[i] for i in members)))
+    if len(parts) == 1:
+        return parts[0]
+    return weighted_mean(parts, totals, settings)

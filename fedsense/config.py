@@ -105,7 +105,8 @@ class FedConfig:
     min_update_cosine: float = -1.0  # refuse updates whose cosine with the mean of their role's others is below (-1: off)
     aggregation: str = "mean"  # mean | trimmed-mean | median | krum (fedsense.aggregation)
     trim_fraction: float = 0.2  # trimmed-mean: share of values cut at each end
-    byzantine: int = 1  # krum: attackers assumed among a round's replies
+    byzantine: int = 1  # krum: attackers assumed among a round's replies (per role)
+    krum_select: int = 1  # krum: updates averaged: 1 Krum, m > 1 Multi-Krum, 0 all but fed.byzantine
     num_cpus_per_client: int = 1  # Ray CPUs per virtual client (= clients training at once)
     checkpoint_every: int = 1
 
@@ -319,6 +320,7 @@ def _check_values(cfg: Config) -> None:
          "faults: the fractions add up to more than 1 (a client has at most one fault)"),
         (cfg.faults.scale_factor > 0, "faults.scale_factor: must be positive"),
         (cfg.fed.byzantine >= 0, "fed.byzantine: must be 0 or more"),
+        (cfg.fed.krum_select >= 0, "fed.krum_select: must be 0 (all but fed.byzantine) or more"),
         (cfg.privacy.noise_multiplier >= 0, "privacy.noise_multiplier: must be non-negative"),
         (cfg.privacy.clipping_norm > 0, "privacy.clipping_norm: must be positive"),
         (0 < cfg.privacy.delta < 1, "privacy.delta: must be in (0, 1)"),

@@ -117,7 +117,7 @@ def main(grid: Grid, context: Context) -> None:
             max_update_norm_ratio=cfg.fed.max_update_norm_ratio,
             min_update_cosine=cfg.fed.min_update_cosine,
             aggregation=cfg.fed.aggregation,
-            aggregation_settings=AggregationSettings(cfg.fed.trim_fraction, cfg.fed.byzantine),
+            aggregation_settings=AggregationSettings(cfg.fed.trim_fraction, cfg.fed.byzantine, cfg.fed.krum_select),
             privacy=cfg.privacy,
             fraction_train=cfg.fed.fraction_train,
             fraction_evaluate=cfg.fed.fraction_evaluate,

@@ -22,7 +22,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from fedsense import protocol
 from fedsense.adaptation.statistics import from_wire
-from fedsense.aggregation import AGGREGATORS, AggregationSettings
+from fedsense.aggregation import AGGREGATORS, AggregationSettings, by_group
 from fedsense.config import PrivacyConfig
 from fedsense.metrics import macro_f1, per_class_f1, summarize
 from fedsense.privacy import add_noise, epsilon, largest_share, noise_std
@@ -181,7 +181,7 @@ class FedSenseStrategy(FedAvg):
         self.projector_min_count = projector_min_count
         self.max_update_norm_ratio = max_update_norm_ratio
         self.min_update_cosine = min_update_cosine
-        self.aggregate = AGGREGATORS[aggregation]  # unknown names fail here, listing the valid ones
+        AGGREGATORS[aggregation]  # unknown names fail here, listing the valid ones
         self.aggregation = aggregation
         self.aggregation_settings = aggregation_settings
         self.stats = RoundStats()
@@ -316,9 +316,12 @@ class FedSenseStrategy(FedAvg):
         if self.aggregation == "mean":
             arrays = aggregate_arrayrecords(weighted, protocol.NUM_EXAMPLES)
         else:
-            combined = self.aggregate(
+            # robust rules within each role (see fedsense.aggregation.by_group)
+            combined = by_group(
+                self.aggregation,
                 [{k: a.numpy() for k, a in c[protocol.ARRAYS].items()} for c in weighted],
                 [w for w in weights if w > 0],
+                ["target" if int(c[protocol.METRICS][protocol.IS_TARGET]) == 1 else "source" for c in weighted],
                 self.aggregation_settings,
             )
             arrays = ArrayRecord({k: Array(v) for k, v in combined.items()})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedsense.aggregation import AGGREGATORS, AggregationSettings
+from fedsense.aggregation import AGGREGATORS, AggregationSettings, by_group
 
 
 def _replies(values, steps=(3, 3, 3, 3, 100)):
@@ -49,3 +49,30 @@ def test_krum_returns_one_clients_update_and_trimming_never_empties():
 def test_an_unknown_aggregation_lists_the_valid_ones():
     with pytest.raises(KeyError, match="unknown fed.aggregation 'avg' .*krum, mean, median, trimmed-mean"):
         AGGREGATORS["avg"]
+
+
+def test_multi_krum_averages_the_best_scored_updates():
+    replies = _replies([*HONEST, ATTACK])
+    out = AGGREGATORS["krum"](replies, [1.0] * 5, AggregationSettings(byzantine=1, krum_select=0))["w"]
+    np.testing.assert_allclose(out, np.mean(HONEST, axis=0), rtol=1e-6)  # the four honest, not the attacker
+    one = AGGREGATORS["krum"](replies, [1.0] * 5, AggregationSettings(byzantine=1))["w"]
+    assert any(np.allclose(one, h) for h in HONEST)  # classic Krum: one honest update as it is
+
+
+def test_robust_rules_work_within_each_role():
+    """Short adversarial-only target updates form the tightest cluster: pooled
+    Krum picks one of them and the task stops learning; per role it does not."""
+    sources = [[1.0, 2.0], [1.2, 1.8], [0.8, 2.2], [1.1, 2.1], [-1.0, -2.0]]  # the last flipped
+    targets = [[0.01, 0.0], [0.0, 0.01], [0.01, 0.01]]
+    replies = _replies([*sources, *targets], steps=[3] * 8)
+    weights = [1.0] * 8
+    roles = ["source"] * 5 + ["target"] * 3
+    settings = AggregationSettings(byzantine=1, krum_select=0)
+    pooled = AGGREGATORS["krum"](replies, weights, settings)["w"]
+    grouped = by_group("krum", replies, weights, roles, settings)["w"]
+    honest_sources = np.mean(sources[:4], axis=0)
+    assert np.linalg.norm(pooled - honest_sources) > np.linalg.norm(grouped - honest_sources)
+    assert grouped[0] > 0.5 and grouped[1] > 1.0  # the task direction survives
+    # the mean is linear: per role or pooled, the same weighted average
+    np.testing.assert_allclose(by_group("mean", replies, [1, 2, 3, 4, 5, 6, 7, 8], roles, settings)["w"],
+                               AGGREGATORS["mean"](replies, [1, 2, 3, 4, 5, 6, 7, 8], settings)["w"], rtol=1e-6)
