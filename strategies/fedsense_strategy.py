@@ -27,7 +27,7 @@ from fedsense.config import PrivacyConfig
 from fedsense.metrics import macro_f1, per_class_f1, summarize
 from fedsense.privacy import add_noise, epsilon, largest_share, noise_std
 from strategies.adaptation import AdaptationState
-from strategies.validation import malformed_evaluation, screen
+from strategies.validation import direction_cosines, malformed_evaluation, screen
 
 log = logging.getLogger("fedsense.strategy")
 
@@ -79,8 +79,8 @@ def _weighted_mean(contents: list[RecordDict], key: str, weights: list[float]) -
 
 def _client_id(msg: Message) -> str:
     """A client's name in metrics: its partition id in a simulation, else its node id."""
-    partition = int(msg.content[protocol.METRICS].get(protocol.PARTITION, -1))
-    return str(partition) if partition >= 0 else f"node-{msg.metadata.src_node_id}"
+    partition = _reply_order(msg)[0]
+    return str(int(partition)) if partition >= 0 and partition % 1 == 0 else f"node-{msg.metadata.src_node_id}"
 
 
 def _add_centroids(projector: dict[str, dict[str, list]], msg: Message, role: str) -> None:
@@ -101,7 +101,8 @@ def _add_centroids(projector: dict[str, dict[str, list]], msg: Message, role: st
 
 
 def _reply_order(msg: Message) -> tuple[float, int]:
-    partition = msg.content[protocol.METRICS].get(protocol.PARTITION, -1)
+    metrics = msg.content[protocol.METRICS] if protocol.METRICS in msg.content.metric_records else {}
+    partition = metrics.get(protocol.PARTITION, -1)
     number = float(partition) if isinstance(partition, (int, float)) and np.isfinite(partition) else -1.0
     return number, int(msg.metadata.src_node_id)
 
@@ -144,8 +145,9 @@ class FedSenseStrategy(FedAvg):
         max_update_norm_ratio: train replies whose update is longer than this
             times the round's median are refused (0: no norm bound); see
             :mod:`strategies.validation` for every check.
-        min_update_cosine: train replies whose update's cosine with the mean
-            update of the other replies of their role is below this are refused (-1: off).
+        min_update_cosine: train replies of clients whose updates' cosine with
+            the mean update of the other replies of their role is, averaged
+            over the rounds so far, below this are refused (-1: off).
         privacy: with ``dp`` on, devices are asked to clip their updates and
             the average gets Gaussian noise (:mod:`fedsense.privacy`); each
             round's record reports the epsilon spent so far.
@@ -193,6 +195,7 @@ class FedSenseStrategy(FedAvg):
         # OS entropy: noise that anyone knowing the config's seed could regenerate protects nothing.
         self.noise_rng = np.random.default_rng()
         self.rounds_done = rounds_done
+        self.reputation: dict[str, tuple[float, int]] = {}  # client -> (sum, count) of direction cosines
 
     # ------------------------------------------------------------ resuming
     def snapshot(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -202,6 +205,7 @@ class FedSenseStrategy(FedAvg):
             "history": [{k: v for k, v in rec.items() if k != "projector"} for rec in self.history],
             "totals": dict(self.totals),
             "releases": self.releases,
+            "reputation": {k: list(v) for k, v in self.reputation.items()},
         }
         arrays: dict[str, np.ndarray] = {}
         if self.adaptation is not None:
@@ -214,6 +218,7 @@ class FedSenseStrategy(FedAvg):
         self.history = list(state["history"])
         self.totals = {k: int(v) for k, v in state["totals"].items()}
         self.releases = int(state.get("releases", 0))
+        self.reputation = {k: (float(v[0]), int(v[1])) for k, v in state.get("reputation", {}).items()}
         self.rounds_done = len(self.history)
         if self.adaptation is not None and "statistics" in state:
             self.adaptation.restore(state["statistics"], arrays)
@@ -269,9 +274,10 @@ class FedSenseStrategy(FedAvg):
             metrics = dict(content[protocol.METRICS]) if protocol.METRICS in content.metric_records else {}
             candidates.append((arrays, metrics))
             roles.append("target" if metrics.get(protocol.IS_TARGET) == 1 else "source")
+        verdicts = screen(candidates, reference, self.max_update_norm_ratio, groups=roles)
+        if self.min_update_cosine > -1:
+            self._judge_directions(candidates, reference, roles, verdicts, replies)
         kept = []
-        verdicts = screen(candidates, reference, self.max_update_norm_ratio, groups=roles,
-                          min_cosine=self.min_update_cosine if self.min_update_cosine > -1 else None)
         for msg, verdict in zip(replies, verdicts):
             if verdict is None:
                 kept.append(msg)
@@ -280,6 +286,25 @@ class FedSenseStrategy(FedAvg):
             self.stats.rejected.append(reason)
             log.warning("round %d: refused an update: %s", server_round, reason)
         return kept
+
+    def _judge_directions(self, candidates: list, reference: dict, roles: list[str], verdicts: list,
+                          replies: list[Message]) -> None:
+        """Refuse updates of clients whose updates point, on average over the
+        rounds so far, away from the others of their role (a client's running
+        mean cosine below ``min_update_cosine``). One round's cosine is noisy
+        once training converges; an attacker's is negative round after round."""
+        usable = [i for i, v in enumerate(verdicts) if v is None]
+        cosines = direction_cosines([candidates[i][0] for i in usable], reference, [roles[i] for i in usable])
+        for i, cosine in zip(usable, cosines):
+            if cosine is None:
+                continue
+            name = _client_id(replies[i])
+            total, count = self.reputation.get(name, (0.0, 0))
+            total, count = total + cosine, count + 1
+            self.reputation[name] = (total, count)
+            if total / count < self.min_update_cosine:
+                verdicts[i] = (f"update points away from the other {roles[i]} updates: cosine {cosine:.3f} this round, "
+                               f"mean {total / count:.3f} over {count} rounds < {self.min_update_cosine:g}")
 
     def _origin(self, reply: Message) -> int:
         """The node a reply is about. The SuperLink answers for a node that

@@ -10,14 +10,15 @@ or when its update (reply minus the global arrays) is longer than
 its role (sources and targets update differently)
 (checked among replies that changed anything, when there are at least three:
 with two, the median cannot tell the attacker from the honest one).
-Optionally (``min_cosine``) an update is also refused when it points away
-from the mean update of the other replies of its role (cosine below the
-bound; leave-one-out, since each update correlates with any average it is
-part of through its own device-specific part): a
-sign-flipped update has the length of an honest one, and non-IID devices
-spread each coordinate so widely that per-coordinate rules (trimmed mean,
-median) cannot single it out, but over tens of thousands of coordinates its
-direction gives it away.
+
+:func:`direction_cosines` measures how each update points relative to the
+mean update of the other replies of its role (leave-one-out, since each
+update correlates with any average it is part of through its own
+device-specific part). A sign-flipped update has the length of an honest
+one, and non-IID devices spread each coordinate so widely that
+per-coordinate rules (trimmed mean, median) cannot single it out, but over
+tens of thousands of coordinates its direction gives it away; the strategy
+keeps each client's running mean of these cosines (``fed.min_update_cosine``).
 """
 
 from __future__ import annotations
@@ -107,7 +108,6 @@ def screen(
     reference: Mapping[str, np.ndarray],
     max_norm_ratio: float,
     groups: Sequence[str] | None = None,
-    min_cosine: float | None = None,
 ) -> list[str | None]:
     """One verdict per ``(arrays, metrics)`` reply: None to keep it, else why it is refused.
 
@@ -116,7 +116,7 @@ def screen(
     shorter than a labelled source's, and neither is an outlier for that.
     """
     verdicts = [malformed(arrays, reference, metrics) for arrays, metrics in replies]
-    if max_norm_ratio <= 0 and min_cosine is None:
+    if max_norm_ratio <= 0:
         return verdicts
     labels = list(groups) if groups is not None else [""] * len(replies)
     for group in sorted(set(labels)):
@@ -130,15 +130,28 @@ def screen(
         norms = {i: float(np.linalg.norm(u)) for i, u in updates.items()}
         median = float(np.median(list(norms.values())))
         for i, norm in norms.items():
-            if max_norm_ratio > 0 and norm > max_norm_ratio * median:
+            if norm > max_norm_ratio * median:
                 verdicts[i] = f"update norm {norm:.3g} is over {max_norm_ratio:g} x the round's median{where} {median:.3g}"
-        if min_cosine is None:
+    return verdicts
+
+
+def direction_cosines(
+    replies: Sequence[Mapping[str, np.ndarray]],
+    reference: Mapping[str, np.ndarray],
+    groups: Sequence[str],
+) -> list[float | None]:
+    """Per reply, the cosine between its update and the mean update of the
+    other replies of its group (None when the update is zero or its group
+    has fewer than three changed replies)."""
+    out: list[float | None] = [None] * len(replies)
+    for group in sorted(set(groups)):
+        updates = {i: u for i, arrays in enumerate(replies)
+                   if groups[i] == group and (u := _update(arrays, reference)).any()}
+        if len(updates) < 3:
             continue
         total = np.sum(list(updates.values()), axis=0)
         for i, u in updates.items():
             others = total - u
-            scale = float(np.linalg.norm(others))
-            cosine = float(u @ others) / (norms[i] * scale) if scale > 0 else 1.0
-            if verdicts[i] is None and cosine < min_cosine:
-                verdicts[i] = f"update points away from the others{where} (cosine {cosine:.3f} < {min_cosine:g})"
-    return verdicts
+            scale = float(np.linalg.norm(others) * np.linalg.norm(u))
+            out[i] = float(u @ others) / scale if scale > 0 else None
+    return out

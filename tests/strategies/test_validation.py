@@ -7,7 +7,7 @@ import pytest
 from flwr.app import Array, ArrayRecord
 
 from fedsense import protocol
-from strategies.validation import malformed, screen
+from strategies.validation import direction_cosines, malformed, screen
 from tests.strategies.test_fedsense_strategy import make, train_reply
 
 REF = {"w": np.zeros(4, np.float32), "bn.num_batches_tracked": np.array(3, np.int64)}
@@ -136,19 +136,37 @@ def test_a_poisoned_evaluation_is_refused_not_summed():
     assert rec["errors"] == ["node 2: confusion holds values that are not counts"]
 
 
-def test_a_sign_flipped_update_is_refused_by_its_direction():
-    """Non-IID devices: a shared direction buried under large device-specific
-    noise. Per coordinate the flipped updates hide among the honest ones;
-    over many coordinates their direction does not."""
+def _noniid(rng, n_honest=8, n_flipped=2, dim=20_000, common=0.2):
+    """Non-IID devices: a shared direction buried under large device-specific noise."""
+    shared = rng.normal(size=dim) * common
+    honest = [shared + rng.normal(size=dim) for _ in range(n_honest)]
+    flipped = [-(shared + rng.normal(size=dim)) for _ in range(n_flipped)]
+    return [{"w": u.astype(np.float32)} for u in honest + flipped]
+
+
+def test_a_sign_flipped_update_points_away_from_the_others():
     rng = np.random.default_rng(0)
-    dim = 20_000
-    common = rng.normal(size=dim) * 0.2
-    ref = {"w": np.zeros(dim, np.float32), "bn.num_batches_tracked": np.array(3, np.int64)}
-    honest = [common + rng.normal(size=dim) for _ in range(8)]
-    flipped = [-(common + rng.normal(size=dim)) for _ in range(2)]
-    replies = [({"w": u.astype(np.float32), "bn.num_batches_tracked": np.array(4, np.int64)},
-                {protocol.NUM_EXAMPLES: 10}) for u in honest + flipped]
-    verdicts = screen(replies, ref, max_norm_ratio=10, min_cosine=0.0)
-    assert verdicts[:8] == [None] * 8
-    assert all(v is not None and "points away from the others" in v for v in verdicts[8:])
-    assert screen(replies, ref, max_norm_ratio=10) == [None] * 10  # off by default: lengths look honest
+    replies = _noniid(rng)
+    cosines = direction_cosines(replies, {"w": np.zeros(20_000, np.float32)}, ["source"] * 10)
+    assert all(c > 0.05 for c in cosines[:8]) and all(c < -0.05 for c in cosines[8:])
+    # lengths look honest: the norm bound lets them through
+    assert screen([(r, {protocol.NUM_EXAMPLES: 10}) for r in replies], {"w": np.zeros(20_000, np.float32)}, 10) == [None] * 10
+    # too few to compare, or no update: no cosine
+    assert direction_cosines(replies[:2], {"w": np.zeros(20_000, np.float32)}, ["source"] * 2) == [None, None]
+
+
+def test_the_strategy_refuses_clients_whose_updates_point_away_on_average():
+    """An attacker is negative round after round; an honest client that is
+    once slightly negative (a converged round's noise) keeps its place."""
+    rng = np.random.default_rng(1)
+    s = make(min_replies=1, min_update_cosine=0.0)
+    s.current_arrays = ArrayRecord({"w": Array(np.zeros(20_000, np.float32))})
+    for server_round, common in ((1, 0.2), (2, 0.2), (3, 0.0)):  # round 3: no shared direction left
+        replies = [train_reply(node, r["w"], n=10) for node, r in enumerate(_noniid(rng, common=common), start=1)]
+        s.stats.rejected = []
+        kept = s._refuse_bad_updates(server_round, replies)
+        assert [m.metadata.src_node_id for m in kept] == list(range(1, 9)), server_round
+        assert all("points away from the other source updates" in r for r in s.stats.rejected)
+    assert s.reputation["9"][1] == 3 and s.reputation["9"][0] < 0
+    state, _ = s.snapshot()
+    assert state["reputation"]["9"] == list(s.reputation["9"])
