@@ -10,7 +10,7 @@ import pytest
 
 from fl_server.cli import run_experiment
 from tests.conftest import SYNTHETIC
-from tests.fl_client.test_privacy import allowed_fields
+from tests.fl_client.test_message_privacy import allowed_fields
 
 METHODS = [
     ("none", "federated", "fixed"),
