@@ -107,7 +107,10 @@ class FedConfig:
     trim_fraction: float = 0.2  # trimmed-mean: share of values cut at each end
     byzantine: int = 1  # krum: attackers assumed among a round's replies (per role)
     krum_select: int = 1  # krum: updates averaged: 1 Krum, m > 1 Multi-Krum, 0 all but fed.byzantine
-    num_cpus_per_client: int = 1  # Ray CPUs per virtual client (= clients training at once)
+    num_cpus_per_client: int = 1  # Ray CPUs per virtual client
+    # Ray's CPU count (0: this machine's cores); clients at once = simulation_cpus / num_cpus_per_client.
+    # More than the cores oversubscribes them: slower clients, but a sleeping one (faults.timeout) blocks less.
+    simulation_cpus: int = 0
     checkpoint_every: int = 1
 
 
@@ -328,6 +331,7 @@ def _check_values(cfg: Config) -> None:
          f"privacy.dp: needs fed.aggregation 'mean' (the noise is calibrated to one device's share of an "
          f"average; '{cfg.fed.aggregation}' has another sensitivity)"),
         (cfg.fed.num_cpus_per_client > 0, "fed.num_cpus_per_client: must be positive"),
+        (cfg.fed.simulation_cpus >= 0, "fed.simulation_cpus: must be 0 (this machine's cores) or positive"),
         (cfg.fed.checkpoint_every >= 1, "fed.checkpoint_every: must be at least 1"),
         (cfg.train.lr > 0, "train.lr: must be positive"),
         (cfg.train.weight_decay >= 0, "train.weight_decay: must be non-negative"),

@@ -147,7 +147,7 @@ def _simulate(cfg: Config, config_file: Path, overrides: list[str], run_dir: Pat
             home=home,
             config_file=config_file,
             overrides=overrides,
-            federation_config=launcher.simulation_federation(clients, cfg.fed.num_cpus_per_client),
+            federation_config=launcher.simulation_federation(clients, cfg.fed.num_cpus_per_client, cfg.fed.simulation_cpus),
             verbose=verbose,
             on_poll=_Progress(run_dir, cfg.fed.rounds, resume_after),
             finished=(run_dir / "summary.json").exists,  # the ServerApp writes it last, also on failure

@@ -228,13 +228,14 @@ def run_status(home: Path, run_id: int) -> str:
     return str(runs[0].get("status", ""))
 
 
-def simulation_federation(num_supernodes: int, cpus_per_client: int) -> list[str]:
+def simulation_federation(num_supernodes: int, cpus_per_client: int, ray_cpus: int = 0) -> list[str]:
     """``--federation-config`` entries of a simulation: virtual SuperNodes and Ray's resources.
 
     With ``RAY_ADDRESS`` set, Ray connects to that existing cluster and uses
     its resources (its nodes must have this environment at the same paths);
-    otherwise a private Ray instance with this machine's cores is started,
-    never a cluster some earlier ``ray start`` left running.
+    otherwise a private Ray instance with ``ray_cpus`` CPUs (0: this
+    machine's cores) is started, never a cluster some earlier ``ray start``
+    left running.
     """
     entries = [
         f"num-supernodes={num_supernodes}",
@@ -244,7 +245,7 @@ def simulation_federation(num_supernodes: int, cpus_per_client: int) -> list[str
         "init-args-log-to-driver=true",
     ]
     if not os.environ.get("RAY_ADDRESS"):
-        entries.append(f"init-args-num-cpus={os.cpu_count() or 1}")
+        entries.append(f"init-args-num-cpus={ray_cpus or os.cpu_count() or 1}")
     return entries
 
 
