@@ -133,6 +133,8 @@ def test_three_devices_with_tls_and_auth_produce_the_run_directory_of_a_simulati
         a, b = np.load(run_dir / "checkpoints" / name), np.load(sim_dir / "checkpoints" / name)
         assert sorted(a.files) == sorted(b.files)
         for key in a.files:
+            if key == "state":  # the resume point's history holds node ids and seconds: compared below
+                continue
             np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=f"{name}:{key}")
 
     fleet_rounds, sim_rounds = _rounds(run_dir), _rounds(sim_dir)
