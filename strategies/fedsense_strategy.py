@@ -100,6 +100,11 @@ def _add_centroids(projector: dict[str, dict[str, list]], msg: Message, role: st
                 entry["labels"].append([role, client, str(c)])
 
 
+def _role(metrics: Any) -> str:
+    """``"target"`` or ``"source"``: the population a reply is compared and aggregated with."""
+    return "target" if metrics.get(protocol.IS_TARGET) == 1 else "source"
+
+
 def _reply_order(msg: Message) -> tuple[float, int]:
     metrics = msg.content[protocol.METRICS] if protocol.METRICS in msg.content.metric_records else {}
     partition = metrics.get(protocol.PARTITION, -1)
@@ -273,7 +278,7 @@ class FedSenseStrategy(FedAvg):
                       if protocol.ARRAYS in content.array_records else {})
             metrics = dict(content[protocol.METRICS]) if protocol.METRICS in content.metric_records else {}
             candidates.append((arrays, metrics))
-            roles.append("target" if metrics.get(protocol.IS_TARGET) == 1 else "source")
+            roles.append(_role(metrics))
         verdicts = screen(candidates, reference, self.max_update_norm_ratio, groups=roles)
         if self.min_update_cosine > -1:
             self._judge_directions(candidates, reference, roles, verdicts, replies)
@@ -346,7 +351,7 @@ class FedSenseStrategy(FedAvg):
                 self.aggregation,
                 [{k: a.numpy() for k, a in c[protocol.ARRAYS].items()} for c in weighted],
                 [w for w in weights if w > 0],
-                ["target" if int(c[protocol.METRICS][protocol.IS_TARGET]) == 1 else "source" for c in weighted],
+                [_role(c[protocol.METRICS]) for c in weighted],
                 self.aggregation_settings,
             )
             arrays = ArrayRecord({k: Array(v) for k, v in combined.items()})
@@ -355,6 +360,7 @@ class FedSenseStrategy(FedAvg):
             "loss_task": _weighted_mean(contents, protocol.LOSS_TASK, task),
             "clients_trained": len(weighted),
         }
+        disc_weights: list[float] | None = None  # per reply, when federated discriminators are averaged
         branches = self.adaptation.branches if self.adaptation else []
         if branches and protocol.loss_domain_key(branches[0]) in contents[0][protocol.METRICS]:
             is_target = [bool(int(c[protocol.METRICS][protocol.IS_TARGET])) for c in contents]
@@ -374,28 +380,27 @@ class FedSenseStrategy(FedAvg):
             self.stats.train["loss_domain"] = losses
             self.stats.adapt_acc = accs
             keys = [k for k in arrays if k.startswith("discriminators.")]
+            disc_weights = balanced if keys else None
             for key in keys:
                 arrays[key] = Array(
                     sum(c[protocol.ARRAYS][key].numpy() * (w / norm) for c, w in zip(contents, balanced) if w > 0)
                 )
         if self.privacy is not None:
-            arrays = self._add_privacy_noise(arrays, weights, contents)
+            arrays = self._add_privacy_noise(arrays, weights, disc_weights)
         self.current_arrays = arrays
         return arrays, MetricRecord(
             {"loss-task": self.stats.train["loss_task"], "clients-trained": len(weighted)}
         )
 
-    def _add_privacy_noise(self, arrays: ArrayRecord, weights: list[float], contents: list[RecordDict]) -> ArrayRecord:
+    def _add_privacy_noise(
+        self, arrays: ArrayRecord, weights: list[float], disc_weights: list[float] | None
+    ) -> ArrayRecord:
         """Gaussian noise on the average for one device's largest share of it
-        (window weights; balanced domain weights for federated discriminators)."""
+        (window weights; the balanced domain weights of federated discriminators)."""
         assert self.privacy is not None
-        used = [w for w in weights if w > 0]
-        share = largest_share(used)
-        if self.adaptation is not None and any(k.startswith("discriminators.") for k in arrays):
-            is_target = [bool(int(c[protocol.METRICS][protocol.IS_TARGET])) for c, w in zip(contents, weights) if w > 0]
-            balanced = self.adaptation.discriminator_weights(used, is_target)
-            if sum(balanced) > 0:
-                share = max(share, largest_share(balanced))
+        share = largest_share(weights)
+        if disc_weights and sum(disc_weights) > 0:
+            share = max(share, largest_share(disc_weights))
         std = noise_std(self.privacy.noise_multiplier, self.privacy.clipping_norm, share)
         noisy = add_noise({k: a.numpy() for k, a in arrays.items()}, std, self.noise_rng)
         self.releases += 1
@@ -431,7 +436,7 @@ class FedSenseStrategy(FedAvg):
                 log.warning("round %d: refused an evaluation: node %s: %s", server_round, msg.metadata.src_node_id,
                             problem)
                 continue
-            role = "target" if int(metrics[protocol.IS_TARGET]) else "source"
+            role = _role(metrics)
             if protocol.STATS in msg.content:
                 arrays = {k: v.numpy() for k, v in msg.content[protocol.STATS].items()}
                 reported[role].append(from_wire(arrays, dict(metrics)))
