@@ -112,6 +112,10 @@ class FedConfig:
     # More than the cores oversubscribes them: slower clients, but a sleeping one (faults.timeout) blocks less.
     simulation_cpus: int = 0
     checkpoint_every: int = 1
+    # How devices send their trained arrays (fedsense.compression): float32 as they are;
+    # float16 or int8 (per-tensor scale) the change against the global model, in one flat array.
+    update_encoding: str = "float32"
+    error_feedback: bool = True  # float16/int8: the rounding error joins the next round's update
 
 
 @dataclass(frozen=True)
@@ -330,6 +334,9 @@ def _check_values(cfg: Config) -> None:
         (not cfg.privacy.dp or cfg.fed.aggregation == "mean",
          f"privacy.dp: needs fed.aggregation 'mean' (the noise is calibrated to one device's share of an "
          f"average; '{cfg.fed.aggregation}' has another sensitivity)"),
+        (not cfg.privacy.dp or cfg.fed.update_encoding == "float32",
+         "privacy.dp: needs fed.update_encoding 'float32' (rounding a clipped update, and error feedback's "
+         "residual, can take it past privacy.clipping_norm, which the noise is calibrated to)"),
         (cfg.fed.num_cpus_per_client > 0, "fed.num_cpus_per_client: must be positive"),
         (cfg.fed.simulation_cpus >= 0, "fed.simulation_cpus: must be 0 (this machine's cores) or positive"),
         (cfg.fed.checkpoint_every >= 1, "fed.checkpoint_every: must be at least 1"),
@@ -383,8 +390,11 @@ def _check_values(cfg: Config) -> None:
     # Names checked against their registries (imported late: registries import torch).
     from fedsense.adaptation import METHODS
     from fedsense.aggregation import AGGREGATORS
+    from fedsense.compression import ENCODINGS
     from fedsense.models import ENCODERS, FUSIONS
 
+    if cfg.fed.update_encoding not in ENCODINGS:
+        raise ConfigError(f"fed.update_encoding: unknown '{cfg.fed.update_encoding}' (valid: {', '.join(ENCODINGS)})")
     for key, name, registry in (
         ("fed.aggregation", cfg.fed.aggregation, AGGREGATORS),
         ("model.encoder", cfg.model.encoder, ENCODERS),

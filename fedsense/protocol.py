@@ -40,6 +40,14 @@ CFG_LR = "lr"
 # privacy.dp: clip the update to this L2 norm (Flower's key for client-side fixed clipping)
 CFG_CLIPPING_NORM = "clipping_norm"
 
+# fed.update_encoding of this round (fedsense.compression): "float32" (a train reply's
+# ARRAYS are the trained arrays) or a codec's name (the reply has no ARRAYS but an
+# UPDATE record: the change against the global arrays, packed in their order)
+CFG_UPDATE_ENCODING = "update-encoding"
+UPDATE = "update"  # RecordDict key, client -> server (train)
+UPDATE_VALUES = "values"  # (total size,) float16 or int8
+UPDATE_SCALES = "scales"  # (tensors,) float32 per-tensor scales (int8), else (0,)
+
 # MetricRecord keys, client -> server
 NUM_EXAMPLES = "num-examples"  # weight of the reply (training windows used)
 IS_TARGET = "is-target"  # 1 for a target client, 0 for a source client

@@ -27,6 +27,7 @@ from fedsense import protocol
 from fedsense.adaptation import METHODS, needs_statistics
 from fedsense.adaptation.statistics import from_wire, privatize, to_wire
 from fedsense.adaptation.training import Adversarial, embedding_stats, renormalize, train_adversarial
+from fedsense.compression import ENCODINGS, UNCOMPRESSED, encode
 from fedsense.config import Config, ConfigError
 from fedsense.data.base import DatasetError
 from fedsense.data.clients import ClientData, load_client_data
@@ -42,6 +43,7 @@ from fedsense.runconfig import config_from_run
 from flwr.clientapp import ClientApp
 
 LOCAL_STATE = "fedsense-local"  # context.state key of the device-only arrays
+RESIDUAL_STATE = "fedsense-residual"  # context.state key of error feedback's rounding residual
 
 app = ClientApp()
 log = logging.getLogger("fedsense.client")
@@ -234,8 +236,27 @@ def train(msg: Message, context: Context) -> Message:
         shared = clip_update(shared, _arrays(msg.content[protocol.ARRAYS]), float(config[protocol.CFG_CLIPPING_NORM]))
     if fault in ("nan", "sign_flip", "scale"):
         shared = tamper(fault, shared, _arrays(msg.content[protocol.ARRAYS]), cfg.faults.scale_factor)
-    arrays = _record(shared)
-    return Message(RecordDict({protocol.ARRAYS: arrays, protocol.METRICS: metrics}), reply_to=msg)
+    return Message(RecordDict({**_packed_update(cfg, msg, context, shared), protocol.METRICS: metrics}), reply_to=msg)
+
+
+def _packed_update(cfg: Config, msg: Message, context: Context, shared: dict[str, np.ndarray]) -> dict[str, ArrayRecord]:
+    """The trained arrays as the server asked for them: as they are, or their
+    change against the global arrays compressed (``fedsense.compression``),
+    this round's rounding error kept for the next round (error feedback)."""
+    encoding = str(msg.content[protocol.CONFIG].get(protocol.CFG_UPDATE_ENCODING, UNCOMPRESSED))
+    if encoding == UNCOMPRESSED:
+        return {protocol.ARRAYS: _record(shared)}
+    if encoding not in ENCODINGS:
+        raise ConfigError(f"the server asks for update encoding '{encoding}', which this device does not know "
+                          f"(valid: {', '.join(ENCODINGS)})")
+    reference = _arrays(msg.content[protocol.ARRAYS])
+    residual = _arrays(context.state[RESIDUAL_STATE]) if RESIDUAL_STATE in context.state else None
+    if residual is not None and set(residual) != set(reference):
+        residual = None  # another model's residual: nothing to carry over
+    packed, error = encode(shared, reference, encoding, residual if cfg.fed.error_feedback else None)
+    if cfg.fed.error_feedback:
+        context.state[RESIDUAL_STATE] = _record(error)
+    return {protocol.UPDATE: _record({protocol.UPDATE_VALUES: packed.values, protocol.UPDATE_SCALES: packed.scales})}
 
 
 @app.evaluate()

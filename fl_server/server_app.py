@@ -119,6 +119,7 @@ def main(grid: Grid, context: Context) -> None:
             aggregation=cfg.fed.aggregation,
             aggregation_settings=AggregationSettings(cfg.fed.trim_fraction, cfg.fed.byzantine, cfg.fed.krum_select),
             privacy=cfg.privacy,
+            update_encoding=cfg.fed.update_encoding,
             fraction_train=cfg.fed.fraction_train,
             fraction_evaluate=cfg.fed.fraction_evaluate,
             min_train_nodes=min(cfg.fed.min_clients, len(nodes)),

@@ -23,6 +23,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 from fedsense import protocol
 from fedsense.adaptation.statistics import from_wire
 from fedsense.aggregation import AGGREGATORS, AggregationSettings, by_group
+from fedsense.compression import CODECS, UNCOMPRESSED, UpdateError, decode
 from fedsense.config import PrivacyConfig
 from fedsense.metrics import macro_f1, per_class_f1, summarize
 from fedsense.privacy import add_noise, epsilon, largest_share, noise_std
@@ -156,6 +157,9 @@ class FedSenseStrategy(FedAvg):
         privacy: with ``dp`` on, devices are asked to clip their updates and
             the average gets Gaussian noise (:mod:`fedsense.privacy`); each
             round's record reports the epsilon spent so far.
+        update_encoding: how devices send their trained arrays
+            (:mod:`fedsense.compression`); compressed updates are decoded
+            against the round's global arrays before anything else looks at them.
         rounds_done: rounds completed before this strategy started (a resumed
             run): Flower's ``start`` counts from 1, every hook adds this.
     """
@@ -175,6 +179,7 @@ class FedSenseStrategy(FedAvg):
         aggregation: str = "mean",
         aggregation_settings: AggregationSettings = AggregationSettings(),
         privacy: PrivacyConfig | None = None,
+        update_encoding: str = UNCOMPRESSED,
         rounds_done: int = 0,
         **fedavg: Any,
     ) -> None:
@@ -191,6 +196,9 @@ class FedSenseStrategy(FedAvg):
         AGGREGATORS[aggregation]  # unknown names fail here, listing the valid ones
         self.aggregation = aggregation
         self.aggregation_settings = aggregation_settings
+        if update_encoding != UNCOMPRESSED:
+            CODECS[update_encoding]  # unknown names fail here, listing the valid ones
+        self.update_encoding = update_encoding
         self.stats = RoundStats()
         self.totals = {"bytes_up": 0, "bytes_down": 0}
         self.current_arrays: ArrayRecord | None = None
@@ -239,6 +247,8 @@ class FedSenseStrategy(FedAvg):
         self.stats.adapt = dict(extra)
         if self.privacy is not None:
             extra[protocol.CFG_CLIPPING_NORM] = self.privacy.clipping_norm
+        if self.update_encoding != UNCOMPRESSED:
+            extra[protocol.CFG_UPDATE_ENCODING] = self.update_encoding
         config = ConfigRecord({**dict(config), **extra})
         messages = list(super().configure_train(server_round, arrays, config, grid))
         reference = self.adaptation.reference_arrays() if self.adaptation else {}
@@ -264,6 +274,35 @@ class FedSenseStrategy(FedAvg):
             else:
                 valid.append(msg)
         return valid
+
+    def _decode_updates(self, server_round: int, replies: list[Message]) -> list[Message]:
+        """Compressed replies with their UPDATE record replaced by the ARRAYS it
+        stands for (global + change); one that cannot be decoded is refused,
+        named and counted like any other bad update."""
+        if self.update_encoding == UNCOMPRESSED or self.current_arrays is None:
+            return replies
+        reference = {k: a.numpy() for k, a in self.current_arrays.items()}
+        kept = []
+        for msg in replies:
+            content = msg.content
+            try:
+                if protocol.UPDATE not in content.array_records:
+                    raise UpdateError(f"no '{protocol.UPDATE}' record in a reply to an {self.update_encoding} round")
+                record = content[protocol.UPDATE]
+                missing = {protocol.UPDATE_VALUES, protocol.UPDATE_SCALES} - set(record.keys())
+                if missing:
+                    raise UpdateError(f"'{protocol.UPDATE}' record lacks {sorted(missing)}")
+                arrays = decode(record[protocol.UPDATE_VALUES].numpy(), record[protocol.UPDATE_SCALES].numpy(),
+                                reference, self.update_encoding)
+            except UpdateError as err:
+                reason = f"node {msg.metadata.src_node_id}: {err}"
+                self.stats.rejected.append(reason)
+                log.warning("round %d: refused an update: %s", server_round, reason)
+                continue
+            content.pop(protocol.UPDATE)
+            content[protocol.ARRAYS] = ArrayRecord({k: Array(v) for k, v in arrays.items()})
+            kept.append(msg)
+        return kept
 
     def _refuse_bad_updates(self, server_round: int, replies: list[Message]) -> list[Message]:
         """The replies that pass :func:`strategies.validation.screen`; the others
@@ -325,7 +364,8 @@ class FedSenseStrategy(FedAvg):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         server_round += self.rounds_done
         replies = list(replies)
-        valid = self._refuse_bad_updates(server_round, self._split_replies(replies))
+        decoded = self._decode_updates(server_round, self._split_replies(replies))
+        valid = self._refuse_bad_updates(server_round, decoded)
         self.stats.replied = sorted(m.metadata.src_node_id for m in valid)
         if len(valid) < self.min_replies:
             raise RoundFailed(

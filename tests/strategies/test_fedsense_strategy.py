@@ -10,6 +10,7 @@ import pytest
 from flwr.app import Array, ArrayRecord, Error, Message, Metadata, MetricRecord, RecordDict
 
 from fedsense import protocol
+from fedsense.compression import encode
 from fedsense.metrics import macro_f1
 from strategies import FedSenseStrategy, RoundFailed
 
@@ -208,3 +209,50 @@ def test_a_vanished_node_is_named_not_the_superlink_that_answered_for_it():
     (rec,) = seen
     assert rec["errors"] == ["node 3: Error: Node Unavailable"]
     assert rec["nodes"]["failed"] == [1, 3]
+
+
+def _compressed_reply(node: int, start: np.ndarray, w: np.ndarray, n: int, encoding: str = "int8") -> Message:
+    packed, _ = encode({"w": w}, {"w": start}, encoding)
+    reply = train_reply(node, w, n)
+    reply.content.pop(protocol.ARRAYS)
+    reply.content[protocol.UPDATE] = ArrayRecord(
+        {protocol.UPDATE_VALUES: Array(packed.values), protocol.UPDATE_SCALES: Array(packed.scales)})
+    return reply
+
+
+def test_compressed_updates_are_decoded_against_the_global_arrays_and_counted_as_sent():
+    start = np.linspace(-1, 1, 1000).astype(np.float32)
+    s = make(update_encoding="int8")
+    s.current_arrays = ArrayRecord({"w": Array(start)})
+    a, b = start + 0.01, start - 0.03
+    arrays, _ = s.aggregate_train(1, [_compressed_reply(1, start, a, n=1), _compressed_reply(2, start, b, n=3)])
+    np.testing.assert_allclose(arrays["w"].numpy(), (a + 3 * b) / 4, atol=0.03 / 127)
+    assert 2 * 1000 <= s.stats.bytes_up < 2 * 1000 + 2 * 500  # one byte a value, not four
+
+
+def test_an_undecodable_update_is_refused_and_named_the_others_count():
+    start = np.zeros(100, np.float32)
+    s = make(update_encoding="int8")
+    s.current_arrays = ArrayRecord({"w": Array(start)})
+    short = _compressed_reply(2, start, start + 1, n=1)
+    short.content[protocol.UPDATE][protocol.UPDATE_VALUES] = Array(np.zeros(99, np.int8))
+    plain = train_reply(3, start + 5, n=1)  # a float32 reply to an int8 round
+    arrays, _ = s.aggregate_train(1, [_compressed_reply(1, start, start + 1, n=1), short, plain])
+    np.testing.assert_allclose(arrays["w"].numpy(), 1.0)
+    assert len(s.stats.rejected) == 2
+    assert "node 2: int8 update: 99 values" in s.stats.rejected[0]
+    assert "node 3: no 'update' record" in s.stats.rejected[1]
+
+
+def test_the_train_config_tells_devices_the_encoding(monkeypatch):
+    from flwr.app import ConfigRecord
+    from flwr.serverapp.strategy import FedAvg
+
+    captured = []
+    monkeypatch.setattr(FedAvg, "configure_train", lambda self, r, a, config, g: captured.append(dict(config)) or [])
+    make(update_encoding="float16").configure_train(1, ArrayRecord(), ConfigRecord({"num-classes": 2}), grid=None)
+    make().configure_train(1, ArrayRecord(), ConfigRecord({"num-classes": 2}), grid=None)
+    assert captured[0][protocol.CFG_UPDATE_ENCODING] == "float16"
+    assert protocol.CFG_UPDATE_ENCODING not in captured[1]  # float32: the trained arrays as they are
+    with pytest.raises(KeyError, match="valid: float16, int8"):
+        make(update_encoding="int4")
