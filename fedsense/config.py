@@ -90,6 +90,7 @@ class TrainConfig:
     batch_size: int = 32
     local_epochs: int = 1
     device: str = "cpu"
+    qat: bool = False  # quantization-aware training: int8-rounded weights (and inputs) in the loop
 
 
 @dataclass(frozen=True)

@@ -173,6 +173,8 @@ def build_summary(
         "seed": cfg.seed,
         "target": pick("target"),
         "source": pick("source"),
-        "comm": {"bytes_up": int(comm.get("bytes_up", 0)), "bytes_down": int(comm.get("bytes_down", 0))},
+        "comm": {"bytes_up": int(comm.get("bytes_up", 0)), "bytes_down": int(comm.get("bytes_down", 0)),
+                 # of bytes_up, the train replies: model updates as encoded (fed.update_encoding)
+                 "bytes_up_train": int(comm.get("bytes_up_train", 0))},
         **extra,
     }

@@ -279,6 +279,17 @@ def main(argv: list[str] | None = None) -> int:
     res_p.add_argument("--reuse", action="store_true", help="keep runs already completed under --out")
     res_p.add_argument("--no-run", action="store_true",
                        help="start nothing: write the page from the runs completed so far")
+    exp_p = sub.add_parser("export", help="write a run's inference model (no discriminators) for devices")
+    exp_p.add_argument("run", metavar="RUN_DIR")
+    exp_p.add_argument("--format", choices=["onnx"], default="onnx")
+    exp_p.add_argument("--int8", action="store_true",
+                       help="static int8 quantization (per-channel weights, calibrated activations)")
+    exp_p.add_argument("--out", help="the file written (default: RUN_DIR/export/model[-device-N][-int8].onnx)")
+    exp_p.add_argument("--device", type=int, help="the device whose model to export (needed when devices keep "
+                       "BatchNorm statistics of their own, as FedBN and M3BAT-BN do)")
+    exp_p.add_argument("--evaluate", action="store_true",
+                       help="also export every device's model and report target/source macro-F1 and parity "
+                       "with PyTorch, as the federation evaluates (onnxruntime, CPU)")
     _fleet_parser(sub)
     args = parser.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so `finally` blocks stop the SuperLink we started.
@@ -291,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
 
     commands = {
         "compare": _cmd_compare, "convert": _cmd_convert, "plot": _cmd_plot, "results": _cmd_results, "run": _cmd_run,
-        "fleet": _cmd_fleet,
+        "fleet": _cmd_fleet, "export": _cmd_export,
     }
     try:
         return commands[args.command](args)
@@ -318,6 +329,40 @@ def run_labels(paths: list[str]) -> dict[str, Path]:
         if len(set(labels)) == len(labels):
             return dict(zip(labels, dirs))
     raise ConfigError("the same run directory is given twice")
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from fedsense.deploy import RunModels
+    from fedsense.onnx_export import MissingExtra, evaluate_exports, export_device, parity
+
+    runs = RunModels.open(args.run)
+    suffix = ("" if args.device is None else f"-device-{args.device}") + ("-int8" if args.int8 else "")
+    out = Path(args.out) if args.out else runs.path / "export" / f"model{suffix}.onnx"
+    try:
+        path, model, data = export_device(runs, args.device, out, args.int8)
+        report: dict[str, object] = {"file": str(path), "bytes": path.stat().st_size,
+                                  "format": "int8" if args.int8 else "float32", "device": args.device,
+                                  "parity": parity(model, path, data)}
+        print(f"wrote {path} ({report['bytes']:,} bytes, {report['format']}); on device "
+              f"{data.partition_id}'s {report['parity']['windows']} held-out windows: largest logit difference "
+              f"from PyTorch {report['parity']['max_abs_logit_diff']:.2e}, same class "
+              f"{100 * report['parity']['same_class']:.2f} %")
+        if args.evaluate:
+            with tempfile.TemporaryDirectory() as tmp:
+                report["evaluation"] = evaluate_exports(runs, args.int8, tmp)
+            for name, roles in report["evaluation"]["scores"].items():
+                line = ", ".join(f"{role} macro-F1 {v['macro_f1']:.4f}" for role, v in sorted(roles.items(), reverse=True))
+                print(f"  {name:8s} {line}")
+            ev = report["evaluation"]
+            print(f"  every device's export against PyTorch: same class on {100 * ev['same_class']:.2f} % of "
+                  f"{ev['windows']} windows, largest logit difference {ev['max_abs_logit_diff']:.2e}")
+    except MissingExtra as err:
+        print(f"fedsense: error: {err}", file=sys.stderr)
+        return 2
+    path.with_name(path.name + ".json").write_text(json.dumps(report, indent=2) + "\n")
+    return 0
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:

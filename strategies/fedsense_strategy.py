@@ -120,6 +120,7 @@ class RoundStats:
     started: float = field(default_factory=time.time)
     bytes_up: int = 0
     bytes_down: int = 0
+    bytes_up_train: int = 0  # of bytes_up: the train replies (model updates)
     sampled: list[int] = field(default_factory=list)  # node ids asked to train
     replied: list[int] = field(default_factory=list)  # node ids whose train reply was usable
     errors: list[str] = field(default_factory=list)
@@ -200,7 +201,7 @@ class FedSenseStrategy(FedAvg):
             CODECS[update_encoding]  # unknown names fail here, listing the valid ones
         self.update_encoding = update_encoding
         self.stats = RoundStats()
-        self.totals = {"bytes_up": 0, "bytes_down": 0}
+        self.totals = {"bytes_up": 0, "bytes_down": 0, "bytes_up_train": 0}
         self.current_arrays: ArrayRecord | None = None
         self.history: list[dict[str, Any]] = []
         self.privacy = privacy if privacy is not None and privacy.dp else None
@@ -229,7 +230,7 @@ class FedSenseStrategy(FedAvg):
         """Continue from a :meth:`snapshot`: history, totals, privacy
         accounting and statistics reference; the rounds are counted on."""
         self.history = list(state["history"])
-        self.totals = {k: int(v) for k, v in state["totals"].items()}
+        self.totals = {**self.totals, **{k: int(v) for k, v in state["totals"].items()}}
         self.releases = int(state.get("releases", 0))
         self.reputation = {k: (float(v[0]), int(v[1])) for k, v in state.get("reputation", {}).items()}
         self.rounds_done = len(self.history)
@@ -364,7 +365,10 @@ class FedSenseStrategy(FedAvg):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         server_round += self.rounds_done
         replies = list(replies)
-        decoded = self._decode_updates(server_round, self._split_replies(replies))
+        before = self.stats.bytes_up
+        split = self._split_replies(replies)
+        self.stats.bytes_up_train = self.stats.bytes_up - before
+        decoded = self._decode_updates(server_round, split)
         valid = self._refuse_bad_updates(server_round, decoded)
         self.stats.replied = sorted(m.metadata.src_node_id for m in valid)
         if len(valid) < self.min_replies:
@@ -513,7 +517,9 @@ class FedSenseStrategy(FedAvg):
             record["adapt"] = adapt
         self.totals["bytes_up"] += self.stats.bytes_up
         self.totals["bytes_down"] += self.stats.bytes_down
-        record["comm"] = {"bytes_up": self.stats.bytes_up, "bytes_down": self.stats.bytes_down}
+        self.totals["bytes_up_train"] += self.stats.bytes_up_train
+        record["comm"] = {"bytes_up": self.stats.bytes_up, "bytes_down": self.stats.bytes_down,
+                          "bytes_up_train": self.stats.bytes_up_train}
         # Counters are counts of nodes, never averaged; "nodes" names them.
         failed = sorted(set(self.stats.sampled) - set(self.stats.replied))
         record["clients"] = {

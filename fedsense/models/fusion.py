@@ -1,8 +1,9 @@
 """Fusion of per-modality embeddings, chosen by name from :data:`FUSIONS`.
 
 Every fusion takes ``embeddings: {modality: (B, D)}`` and ``mask: {modality:
-(B,)}`` (1 where the modality is present) and returns ``(B, out_dim)``. A
-missing modality is masked, never a crash.
+(B,)}`` (1 where the modality is present; ``None``: every modality of every
+window is) and returns ``(B, out_dim)``. A missing modality is masked, never
+a crash.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ class ConcatFusion(nn.Module):
         self.modalities = list(modalities)
         self.out_dim = embed_dim * len(modalities)
 
-    def forward(self, embeddings: dict[str, Tensor], mask: dict[str, Tensor]) -> Tensor:
+    def forward(self, embeddings: dict[str, Tensor], mask: dict[str, Tensor] | None) -> Tensor:
+        if mask is None:  # nothing to mask: no multiplications in an exported graph either
+            return torch.cat([embeddings[m] for m in self.modalities], dim=-1)
         parts = [embeddings[m] * mask[m].unsqueeze(-1) for m in self.modalities]
         return torch.cat(parts, dim=-1)
 
@@ -43,7 +46,10 @@ class AttentionFusion(nn.Module):
         self.norm = nn.LayerNorm(embed_dim)
         self.out_dim = embed_dim
 
-    def forward(self, embeddings: dict[str, Tensor], mask: dict[str, Tensor]) -> Tensor:
+    def forward(self, embeddings: dict[str, Tensor], mask: dict[str, Tensor] | None) -> Tensor:
+        if mask is None:
+            ones = torch.ones(next(iter(embeddings.values())).shape[0], device=self.token.device)
+            mask = {m: ones for m in self.modalities}
         tokens = torch.stack([embeddings[m] for m in self.modalities], dim=1) + self.token
         present = torch.stack([mask[m] for m in self.modalities], dim=1) > 0  # (B, M)
         # A window with no modality at all would make attention NaN: let it see itself.

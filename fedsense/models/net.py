@@ -93,9 +93,6 @@ class MultimodalNet(nn.Module):
         return {name: every[name] for name in self.discriminators}
 
     def forward(self, x: dict[str, Tensor], mask: dict[str, Tensor] | None = None) -> NetOutput:
-        batch = next(iter(x.values())).shape[0]
-        if mask is None:
-            mask = {m: torch.ones(batch, device=x[m].device) for m in self.modalities}
         branches = {m: self.encoders[m](x[m]) for m in self.modalities}
         fused = self.fusion(branches, mask)
         return NetOutput(logits=self.classifier(fused), branches=branches, fused=fused)
@@ -127,10 +124,16 @@ def count_parameters(model: nn.Module) -> int:
     )
 
 
-def build_run_model(spec: DataSpec, cfg: Config) -> MultimodalNet:
+def build_run_model(spec: DataSpec, cfg: Config, qat: bool | None = None) -> MultimodalNet:
     """The model a run trains: ``cfg.model`` plus the discriminators that
-    ``cfg.adapt.method`` needs, initialised from ``cfg.seed``."""
+    ``cfg.adapt.method`` needs, initialised from ``cfg.seed``; with
+    ``train.qat`` (or ``qat``) it computes with int8-rounded weights
+    (:mod:`fedsense.quantization`)."""
     from fedsense.adaptation import METHODS
+    from fedsense.quantization import prepare_qat
 
     method = METHODS[cfg.adapt.method]
-    return build_model(spec, cfg.model, cfg.seed, method.branches, cfg.adapt.disc_hidden)
+    model = build_model(spec, cfg.model, cfg.seed, method.branches, cfg.adapt.disc_hidden)
+    if cfg.train.qat if qat is None else qat:
+        prepare_qat(model)
+    return model

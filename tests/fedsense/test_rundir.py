@@ -110,7 +110,7 @@ def test_summary_without_rounds_or_role_has_nulls() -> None:
     empty = build_summary(Config(), [], {})
     assert empty["rounds"] == 0
     assert empty["target"] == {"macro_f1": None, "accuracy": None}
-    assert empty["comm"] == {"bytes_up": 0, "bytes_down": 0}
+    assert empty["comm"] == {"bytes_up": 0, "bytes_down": 0, "bytes_up_train": 0}
     no_target = build_summary(Config(), [{"source": {"macro_f1": 0.9, "accuracy": 1.0}}], {})
     assert no_target["target"]["macro_f1"] is None
     assert no_target["source"]["macro_f1"] == 0.9
