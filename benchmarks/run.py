@@ -20,8 +20,9 @@ BENCHMARKS = {
     "fleet_size": ["--devices", "100,1000,10000", "--sampled", "50", "--rounds", "3"],
     "ray_cluster": ["--rounds", "2"],
 }
-# run on their own (`make bench-fleet`): real SuperLink/SuperNode processes, ~4 minutes
-EXTRA = {"fleet_round": ["--rounds", "3"]}
+# run on their own: `make bench-fleet` (real SuperLink/SuperNode processes, ~4 minutes) and
+# `make bench-edge` (five 20-round HAPT federations and their exports, ~20 minutes; reused when complete)
+EXTRA = {"fleet_round": ["--rounds", "3"], "edge": ["--reuse"]}
 
 
 def headline(name: str, r: dict) -> list[str]:
@@ -41,6 +42,11 @@ def headline(name: str, r: dict) -> list[str]:
     if name == "ray_cluster":
         return [f"work on both nodes: {r['work_on_both_nodes']}, {r['actors_by_node']}",
                 f"cluster processes left: {r['cluster_processes_left']}"]
+    if name == "edge":
+        return [f"{m['model']}: {m['bytes']:,} B ({m['smaller_than_onnx_fp32']}x), {m['latency_ms']['median']:.3f} ms, "
+                f"target {m['target_macro_f1']:.4f}" for m in r["models"]] + \
+               [f"updates {u['encoding']}: {u['bytes_up_train_per_round']:,} B up/round ({u['upload_cut']}x), "
+                f"target {u['target_macro_f1']:.4f}" for u in r["updates"]]
     if name == "fleet_round":
         return [f"fleet {r['deployment']['median']:.1f} s/round vs simulation {r['simulation']['median']:.1f} s/round"]
     return []

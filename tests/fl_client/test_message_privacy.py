@@ -45,7 +45,7 @@ def inventory(kind: str, reply) -> dict[str, object]:
     return out
 
 
-def replies(tmp_path: Path, method: tuple[str, str, str], windows: int) -> dict[str, object]:
+def replies(tmp_path: Path, method: tuple[str, str, str], windows: int, encoding: str = "float32") -> dict[str, object]:
     name, alignment, weights = method
     overrides = (f"adapt.method={name}\nadapt.alignment={alignment}\nadapt.branch_weights={weights}\n"
                  f"data.synthetic.windows_per_class={windows}\nadapt.stats_min_count=8")
@@ -61,7 +61,9 @@ def replies(tmp_path: Path, method: tuple[str, str, str], windows: int) -> dict[
     for pid in (0, 5):  # a source and the target
         ctx = _context(pid, tmp_path, overrides)
         found = inventory("query", query(_message(protocol.QUERY_MESSAGE, None), ctx))
-        found |= inventory("train", train(_message(MessageType.TRAIN, start), ctx))
+        instruction = _message(MessageType.TRAIN, start)
+        instruction.content[protocol.CONFIG][protocol.CFG_UPDATE_ENCODING] = encoding
+        found |= inventory("train", train(instruction, ctx))
         found |= inventory("evaluate", evaluate(_message(MessageType.EVALUATE, start), ctx))
         per_client.append(found)
     # every reply of a round has the same keys and shapes, whatever the role
@@ -85,6 +87,19 @@ def test_replies_carry_only_listed_fields_of_fixed_size(tmp_path, method):
         assert any(f.startswith("evaluate.stats:") for f in small)  # statistics did travel
     else:
         assert not any(f.startswith("evaluate.stats:") for f in small)
+
+
+@pytest.mark.parametrize("encoding", ["float16", "int8"])
+def test_compressed_updates_carry_only_listed_fields_of_fixed_size(tmp_path, encoding):
+    allowed = allowed_fields()
+    small = replies(tmp_path / "a", ("m3bat_bn", "statistics", "fixed"), windows=20, encoding=encoding)
+    large = replies(tmp_path / "b", ("m3bat_bn", "statistics", "fixed"), windows=40, encoding=encoding)
+    train_fields = {f for f in small if f.startswith("train.") and not f.startswith("train.metrics")}
+    assert train_fields == {"train.update:values", "train.update:scales"}
+    for field, shape in small.items():
+        record, key = field.split(":", 1)
+        assert any(fnmatch.fnmatch(key, p) for p in allowed[record]), f"{field} is not in docs/privacy.md"
+        assert large[field] == shape, f"{field} changes size with the number of windows"
 
 
 @pytest.mark.parametrize(
