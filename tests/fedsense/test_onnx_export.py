@@ -7,64 +7,27 @@ federation leaves one; the exported files run in onnxruntime.
 
 from __future__ import annotations
 
-import copy
 import json
 
 import numpy as np
 import pytest
 
-from fedsense import config as config_mod
-from fedsense.adaptation.training import renormalize
 from fedsense.config import ConfigError
-from fedsense.deploy import RunModels, feeds, torch_predictor
-from fedsense.devicestate import save_local
-from fedsense.engine import train_supervised
-from fedsense.models import DataSpec, build_run_model
 from fedsense.onnx_export import export_device, onnx_predictor, parity
-from fedsense.params import local_arrays, shared_arrays, sharing_of
-from fedsense.adaptation import METHODS
-from tests.conftest import REPO
+from fedsense.deploy import feeds, torch_predictor
+from tests.conftest import write_hapt_run
 
 pytest.importorskip("onnxruntime")
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """The default experiment's model, trained centrally on eight real source users for two epochs."""
-    cfg = config_mod.load(REPO / "configs" / "default.yaml", ["adapt.method=none"])
-    runs = RunModels(tmp_path_factory.mktemp("data"), cfg, {}, per_device=False)
-    model = build_run_model(DataSpec(runs.client_data(0).train.shapes(), num_classes=6), cfg)
-    for pid in range(0, 24, 3):
-        train_supervised(model, runs.client_data(pid).train, cfg.train, epochs=2, lr=3e-3, seed=pid)
-    return model
-
-
-def _write_run(path, model, method: str) -> RunModels:
-    """A run directory as a federation leaves it: config, last global arrays
-    and (FedBN) each device's own BatchNorm statistics."""
-    cfg = config_mod.load(REPO / "configs" / "default.yaml", [f"adapt.method={method}"])
-    path.mkdir(parents=True)
-    (path / "config.yaml").write_text(config_mod.dump(cfg))
-    sharing = sharing_of(METHODS[method], cfg.adapt.alignment)
-    (path / "checkpoints").mkdir()
-    np.savez(path / "checkpoints" / "latest.npz", **shared_arrays(model, sharing))
-    runs = RunModels.open(path)
-    if METHODS[method].local_norm:
-        device = copy.deepcopy(model)
-        for pid in range(runs.clients()):
-            renormalize(device, runs.client_data(pid).train)
-            save_local(path / "devices" / str(pid), 20, "evaluate", local_arrays(device, sharing))
-    return runs
+def global_run(tmp_path_factory, hapt_model):
+    return write_hapt_run(tmp_path_factory.mktemp("export") / "run", hapt_model, "none")
 
 
 @pytest.fixture(scope="module")
-def global_run(tmp_path_factory, trained):
-    return _write_run(tmp_path_factory.mktemp("export") / "run", trained, "none")
-
-
-@pytest.fixture(scope="module")
-def fedbn_run(tmp_path_factory, trained):
-    return _write_run(tmp_path_factory.mktemp("export") / "run", trained, "fedbn")
+def fedbn_run(tmp_path_factory, hapt_model):
+    return write_hapt_run(tmp_path_factory.mktemp("export") / "run", hapt_model, "fedbn")
 
 
 def test_float_export_matches_pytorch_on_real_windows(global_run, tmp_path):

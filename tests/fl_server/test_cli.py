@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from fedsense.data.npz import load_npz
 from fl_server.cli import main
-from tests.conftest import SYNTHETIC
+from tests.conftest import SYNTHETIC, write_hapt_run
 
 
 def test_unknown_key_is_an_error_naming_it(capsys):
@@ -94,3 +95,20 @@ def test_resume_takes_a_run_directory_and_nothing_else(tmp_path, capsys):
     assert "not a fedsense run directory" in capsys.readouterr().err
     assert main(["run"]) == 2
     assert "give an experiment CONFIG.yaml" in capsys.readouterr().err
+
+
+def test_export_writes_the_file_and_a_report_and_names_what_is_missing(tmp_path, capsys, hapt_model):
+    pytest.importorskip("onnxruntime")
+    runs = write_hapt_run(tmp_path / "run", hapt_model, "fedbn")
+    assert main(["export", str(runs.path)]) == 2
+    assert "--device N" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "nothing")]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+
+    assert main(["export", str(runs.path), "--device", "26", "--int8"]) == 0
+    out = capsys.readouterr().out
+    written = runs.path / "export" / "model-device-26-int8.onnx"
+    assert f"wrote {written}" in out and "same class" in out
+    report = json.loads((written.parent / (written.name + ".json")).read_text())
+    assert report["bytes"] == written.stat().st_size and report["format"] == "int8"
+    assert report["parity"]["windows"] > 50 and report["parity"]["same_class"] >= 0.95
