@@ -376,3 +376,14 @@ def test_fed_aggregation_names_and_bounds_are_checked():
         load(SYNTHETIC, ["fed.aggregation=avg"])
     with pytest.raises(ConfigError, match=r"fed.trim_fraction: must be in \[0, 0.5\)"):
         load(SYNTHETIC, ["fed.trim_fraction=0.5"])
+
+
+def test_update_encoding_is_checked_against_the_codecs() -> None:
+    assert config_mod.from_dict({}, ["fed.update_encoding=int8"]).fed.update_encoding == "int8"
+    with pytest.raises(ConfigError, match=r"fed.update_encoding: unknown 'int4' \(valid: float32, float16, int8\)"):
+        config_mod.from_dict({}, ["fed.update_encoding=int4"])
+
+
+def test_differential_privacy_refuses_compressed_updates() -> None:
+    with pytest.raises(ConfigError, match="privacy.dp: needs fed.update_encoding 'float32'"):
+        config_mod.from_dict({}, ["privacy.dp=true", "fed.update_encoding=float16"])
