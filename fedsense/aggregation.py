@@ -120,3 +120,42 @@ def by_group(
     if len(parts) == 1:
         return parts[0]
     return weighted_mean(parts, totals, settings)
+
+
+def branch_of(key: str, modalities: Sequence[str]) -> str | None:
+    """The modality whose branch array ``key`` belongs to (its encoder or its
+    discriminator), or None for the parts every device trains (fusion,
+    classifier, the fused discriminator)."""
+    for m in modalities:
+        if key.startswith((f"encoders.{m}.", f"discriminators.{m}.")):
+            return m
+    return None
+
+
+def modality_mean(
+    replies: Sequence[Arrays], windows: Sequence[dict[str, float]], current: Arrays, modalities: Sequence[str],
+    weights: Sequence[float] | None = None,
+) -> Arrays:
+    """Each modality's branch arrays averaged over the replies of devices that
+    have that modality, by their windows with it (``weights[i]``, when given,
+    replaces a reply's windows but still counts only if it has the modality);
+    a branch nobody had this round keeps ``current``. Only branch keys are
+    returned: the rest is the caller's ordinary average."""
+    out: Arrays = {}
+    for key in replies[0]:
+        m = branch_of(key, modalities)
+        if m is None:
+            continue
+        w = [(weights[i] if weights is not None else windows[i][m]) if windows[i][m] > 0 else 0.0
+             for i in range(len(replies))]
+        total = sum(w)
+        if total <= 0:
+            out[key] = current[key]
+            continue
+        if not np.issubdtype(replies[0][key].dtype, np.floating):  # BatchNorm's step counter
+            out[key] = np.median(np.stack([r[key] for r, wi in zip(replies, w) if wi > 0]), axis=0).astype(
+                replies[0][key].dtype)
+            continue
+        out[key] = sum(r[key].astype(np.float64) * (wi / total) for r, wi in zip(replies, w) if wi > 0).astype(
+            replies[0][key].dtype)
+    return out

@@ -70,6 +70,10 @@ class DataConfig:
     cache_dir: str = ""  # empty: $FEDSENSE_CACHE or ~/.cache/fedsense
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     shifts: list[ShiftConfig] = field(default_factory=list)
+    # simulation: modality -> share of devices without it, all windows (fedsense.data.missing)
+    drop_modality: dict[str, float] = field(default_factory=dict)
+    # simulation: modality -> share of every device's windows without it
+    drop_window: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,8 @@ class FedConfig:
     max_update_norm_ratio: float = 10.0  # refuse updates longer than this x the round's median (0: off)
     min_update_cosine: float = -1.0  # refuse updates whose cosine with the mean of their role's others is below (-1: off)
     aggregation: str = "mean"  # mean | trimmed-mean | median | krum (fedsense.aggregation)
+    # mean: a modality's branch is averaged over the devices that have that modality only
+    modality_aggregation: bool = True
     trim_fraction: float = 0.2  # trimmed-mean: share of values cut at each end
     byzantine: int = 1  # krum: attackers assumed among a round's replies (per role)
     krum_select: int = 1  # krum: updates averaged: 1 Krum, m > 1 Multi-Krum, 0 all but fed.byzantine
@@ -347,6 +353,8 @@ def _check_values(cfg: Config) -> None:
         (cfg.train.local_epochs >= 1, "train.local_epochs: must be at least 1"),
         (0.0 < cfg.data.test_fraction < 1.0, "data.test_fraction: must be in (0, 1)"),
         (cfg.data.window >= 8, "data.window: must be at least 8 samples"),
+        *((0.0 <= v <= 1.0, f"data.{key}.{m}: must be a fraction in [0, 1]")
+          for key in ("drop_modality", "drop_window") for m, v in getattr(cfg.data, key).items()),
         (1 <= cfg.data.step <= cfg.data.window, "data.step: must be in [1, data.window]"),
         (cfg.model.kernel_size >= 1, "model.kernel_size: must be at least 1"),
         (cfg.model.embed_dim >= 1, "model.embed_dim: must be at least 1"),

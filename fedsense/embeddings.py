@@ -13,7 +13,7 @@ import torch
 
 from fedsense.adaptation.discriminators import FUSED
 from fedsense.data.base import Dataset
-from fedsense.engine import as_tensors
+from fedsense.engine import forward
 from fedsense.models import MultimodalNet
 
 
@@ -29,7 +29,7 @@ def class_centroids(
     sums: dict[str, np.ndarray] = {}
     counts = np.bincount(data.y[data.y >= 0], minlength=num_classes)[:num_classes]
     for start in range(0, len(data), batch_size):
-        out = model(as_tensors(data, slice(start, start + batch_size)))
+        out = forward(model, data, slice(start, start + batch_size))
         y = data.y[start : start + batch_size]
         onehot = np.eye(num_classes, dtype=np.float64)[np.clip(y, 0, None)] * (y >= 0)[:, None]
         for b, z in {**out.branches, FUSED: out.fused}.items():

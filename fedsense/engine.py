@@ -20,6 +20,22 @@ def as_tensors(ds: Dataset, index: np.ndarray | slice = slice(None)) -> dict[str
     return {m: torch.from_numpy(np.ascontiguousarray(a[index])) for m, a in ds.x.items()}
 
 
+def masks(ds: Dataset, index: np.ndarray | slice = slice(None)) -> dict[str, Tensor] | None:
+    """Per modality ``(B,)`` 1/0 presence of the rows ``index``; ``None`` when
+    every modality of every row is there (the model then masks nothing)."""
+    if not ds.mask:
+        return None
+    rows = {m: ds.present(m)[index] for m in ds.x}
+    if all(bool(r.all()) for r in rows.values()):
+        return None
+    return {m: torch.from_numpy(np.ascontiguousarray(r, dtype=np.float32)) for m, r in rows.items()}
+
+
+def forward(model: nn.Module, ds: Dataset, index: np.ndarray | slice = slice(None)):
+    """``model`` on the rows ``index`` of ``ds``, missing modalities masked."""
+    return model(as_tensors(ds, index), masks(ds, index))
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig, lr: float, kind: str | None = None) -> torch.optim.Optimizer:
     """``cfg.optimizer`` (or ``kind`` when given) over the trainable parameters."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -82,7 +98,7 @@ def _epochs(
             batch = np.sort(order[start : start + cfg.batch_size])
             if batch.size < 2:
                 continue  # BatchNorm cannot train on a single window
-            out = model(as_tensors(data, batch))
+            out = forward(model, data, batch)
             loss = F.cross_entropy(out.logits, y_all[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -101,7 +117,7 @@ def evaluate(
     total_loss = 0.0
     for start in range(0, labelled.size, batch_size):
         batch = labelled[start : start + batch_size]
-        logits = model(as_tensors(data, batch)).logits
+        logits = forward(model, data, batch).logits
         y = torch.from_numpy(data.y[batch])
         total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
         cm += confusion(data.y[batch], logits.argmax(dim=1).numpy(), num_classes)

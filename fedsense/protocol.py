@@ -55,6 +55,14 @@ PARTITION = "partition-id"  # which simulated client (a device's partition-id, o
 LOSS_TASK = "loss-task"  # mean cross-entropy of the local training steps
 TASK_WINDOWS = "task-windows"  # labelled windows behind loss-task (its weight)
 TRAIN_STEPS = "train-steps"
+
+
+def modality_windows_key(modality: str) -> str:
+    """Metric key (train replies): the training windows that have ``modality``
+    (0: the device lacks it; its branch is then not averaged in)."""
+    return f"windows.{modality}"
+
+
 EVAL_LOSS = "eval-loss"  # mean cross-entropy on the held-out windows
 EVAL_WINDOWS = "eval-windows"
 CONFUSION = "confusion"  # K*K ints, row-major: row = true class

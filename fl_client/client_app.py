@@ -228,6 +228,7 @@ def train(msg: Message, context: Context) -> Message:
             protocol.LOSS_TASK: float(result["loss_task"]),
             protocol.TRAIN_STEPS: int(result["steps"]),
             **adversarial_metrics,
+            **{protocol.modality_windows_key(m): data.train.windows_with(m) for m in model.modalities},
             **_identity(data),
         }
     )

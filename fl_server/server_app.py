@@ -120,6 +120,7 @@ def main(grid: Grid, context: Context) -> None:
             aggregation_settings=AggregationSettings(cfg.fed.trim_fraction, cfg.fed.byzantine, cfg.fed.krum_select),
             privacy=cfg.privacy,
             update_encoding=cfg.fed.update_encoding,
+            modality_aware=cfg.fed.modality_aggregation,
             fraction_train=cfg.fed.fraction_train,
             fraction_evaluate=cfg.fed.fraction_evaluate,
             min_train_nodes=min(cfg.fed.min_clients, len(nodes)),

@@ -22,7 +22,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from fedsense import protocol
 from fedsense.adaptation.statistics import from_wire
-from fedsense.aggregation import AGGREGATORS, AggregationSettings, by_group
+from fedsense.aggregation import AGGREGATORS, AggregationSettings, by_group, modality_mean
 from fedsense.compression import CODECS, UNCOMPRESSED, UpdateError, decode
 from fedsense.config import PrivacyConfig
 from fedsense.metrics import macro_f1, per_class_f1, summarize
@@ -158,6 +158,9 @@ class FedSenseStrategy(FedAvg):
         privacy: with ``dp`` on, devices are asked to clip their updates and
             the average gets Gaussian noise (:mod:`fedsense.privacy`); each
             round's record reports the epsilon spent so far.
+        modality_aware: with ``mean``, average each modality's branch over the
+            devices that have that modality only (by their windows with it),
+            once some device lacks one (:func:`fedsense.aggregation.modality_mean`).
         update_encoding: how devices send their trained arrays
             (:mod:`fedsense.compression`); compressed updates are decoded
             against the round's global arrays before anything else looks at them.
@@ -181,6 +184,7 @@ class FedSenseStrategy(FedAvg):
         aggregation_settings: AggregationSettings = AggregationSettings(),
         privacy: PrivacyConfig | None = None,
         update_encoding: str = UNCOMPRESSED,
+        modality_aware: bool = True,
         rounds_done: int = 0,
         **fedavg: Any,
     ) -> None:
@@ -200,6 +204,7 @@ class FedSenseStrategy(FedAvg):
         if update_encoding != UNCOMPRESSED:
             CODECS[update_encoding]  # unknown names fail here, listing the valid ones
         self.update_encoding = update_encoding
+        self.modality_aware = modality_aware
         self.stats = RoundStats()
         self.totals = {"bytes_up": 0, "bytes_down": 0, "bytes_up_train": 0}
         self.current_arrays: ArrayRecord | None = None
@@ -429,12 +434,40 @@ class FedSenseStrategy(FedAvg):
                 arrays[key] = Array(
                     sum(c[protocol.ARRAYS][key].numpy() * (w / norm) for c, w in zip(contents, balanced) if w > 0)
                 )
+        if self.modality_aware and self.aggregation == "mean":
+            self._average_branches_over_their_devices(arrays, contents, weights, disc_weights)
         if self.privacy is not None:
             arrays = self._add_privacy_noise(arrays, weights, disc_weights)
         self.current_arrays = arrays
         return arrays, MetricRecord(
             {"loss-task": self.stats.train["loss_task"], "clients-trained": len(weighted)}
         )
+
+    def _average_branches_over_their_devices(
+        self, arrays: ArrayRecord, contents: list[RecordDict], weights: list[float], disc_weights: list[float] | None
+    ) -> None:
+        """Replace, in ``arrays``, each modality branch's average by the one over
+        the devices that have that modality. Nothing changes (bit for bit)
+        while every device has every modality in every window."""
+        metrics = [c[protocol.METRICS] for c in contents]
+        prefix = protocol.modality_windows_key("")
+        modalities = sorted(k[len(prefix):] for k in metrics[0] if k.startswith(prefix))
+        windows = [{m: float(mt[protocol.modality_windows_key(m)]) for m in modalities} for mt in metrics]
+        if self.current_arrays is None or all(
+            windows[i][m] == weights[i] for i in range(len(contents)) if weights[i] > 0 for m in modalities
+        ):
+            return
+        current = {k: a.numpy() for k, a in self.current_arrays.items()}
+        replies = [{k: a.numpy() for k, a in c[protocol.ARRAYS].items()} for c in contents]
+        trained = [i for i, w in enumerate(weights) if w > 0]
+        encoders = modality_mean([{k: v for k, v in replies[i].items() if not k.startswith("discriminators.")}
+                                  for i in trained], [windows[i] for i in trained], current, modalities)
+        discriminators: dict[str, np.ndarray] = {}
+        if disc_weights is not None:  # federated discriminators: their balanced domain weights
+            discriminators = modality_mean([{k: v for k, v in r.items() if k.startswith("discriminators.")}
+                                            for r in replies], windows, current, modalities, weights=disc_weights)
+        for key, value in {**encoders, **discriminators}.items():
+            arrays[key] = Array(np.asarray(value))
 
     def _add_privacy_noise(
         self, arrays: ArrayRecord, weights: list[float], disc_weights: list[float] | None

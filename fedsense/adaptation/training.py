@@ -15,7 +15,7 @@ from fedsense.adaptation.losses import multi_branch_adversarial_loss
 from fedsense.adaptation.statistics import Stats, sample
 from fedsense.config import TrainConfig
 from fedsense.data.base import Dataset
-from fedsense.engine import as_tensors, make_optimizer
+from fedsense.engine import forward, make_optimizer, masks
 from fedsense.models import MultimodalNet
 
 
@@ -110,7 +110,7 @@ def train_adversarial(
                 batch = np.sort(order[start : start + cfg.batch_size])
                 if batch.size < 2:
                     continue  # BatchNorm cannot train on a single window
-                out = model(as_tensors(data, batch))
+                out = forward(model, data, batch)
                 y = y_all[batch]
                 labelled = y >= 0
                 loss = torch.zeros(())
@@ -118,7 +118,7 @@ def train_adversarial(
                     task = F.cross_entropy(out.logits[labelled], y[labelled])
                     loss = loss + task
                     run.task.append(float(task.detach()))
-                feats, labels = _adversarial_inputs(model, out, d_all[batch], adv, generator)
+                feats, labels = _adversarial_inputs(model, out, d_all[batch], adv, generator, masks(data, batch))
                 if feats and total_weight > 0:
                     adv_loss, losses, accs = multi_branch_adversarial_loss(
                         feats, labels, model.discriminators, weights, adv.coeff
@@ -142,11 +142,15 @@ def train_adversarial(
 
 
 def _adversarial_inputs(
-    model: MultimodalNet, out, domain: torch.Tensor, adv: Adversarial, generator: torch.Generator
+    model: MultimodalNet, out, domain: torch.Tensor, adv: Adversarial, generator: torch.Generator,
+    present: dict[str, torch.Tensor] | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     feats = model.features(out)
+    # A modality branch takes adversarial steps on the windows that have that
+    # modality only; a window without it has no embedding to align.
+    kept = {b: present[b] > 0 if present is not None and b in present else None for b in feats}
     if adv.reference is None:  # federated discriminators: the label is the role
-        return feats, {b: domain for b in feats}
+        return _rows(feats, {b: domain for b in feats}, kept)
     # Statistics reference: the sources *are* the reference, so only target
     # windows are pulled toward it (pushing sources toward a Gaussian summary
     # of themselves would only blur their classes).
@@ -155,7 +159,9 @@ def _adversarial_inputs(
         return {}, {}
     inputs, labels = {}, {}
     for b, f in feats.items():
-        f = f[rows]
+        f = f[rows if kept[b] is None else rows & kept[b]]
+        if f.shape[0] == 0:
+            continue
         ref = adv.reference.get(b)
         if ref is None or ref.count == 0:
             continue  # no reference yet (first round) for this branch
@@ -163,6 +169,19 @@ def _adversarial_inputs(
         inputs[b] = torch.cat([f, samples])
         labels[b] = torch.cat([torch.ones(f.shape[0]), torch.zeros(f.shape[0])])
     return inputs, labels
+
+
+def _rows(feats: dict[str, torch.Tensor], labels: dict[str, torch.Tensor],
+          kept: dict[str, torch.Tensor | None]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Each branch's rows where its modality is present (branches without any left out)."""
+    out_f, out_l = {}, {}
+    for b, f in feats.items():
+        rows = kept[b]
+        if rows is None:
+            out_f[b], out_l[b] = f, labels[b]
+        elif bool(rows.any()):
+            out_f[b], out_l[b] = f[rows], labels[b][rows]
+    return out_f, out_l
 
 
 @torch.no_grad()
@@ -180,7 +199,7 @@ def renormalize(model: nn.Module, data: Dataset, batch_size: int = 256) -> int:
     for start in range(0, len(data), batch_size):
         index = np.arange(start, min(start + batch_size, len(data)))
         if index.size >= 2:
-            model(as_tensors(data, index))
+            forward(model, data, index)
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
     return len(data)
@@ -193,7 +212,9 @@ def embedding_stats(model: MultimodalNet, data: Dataset, batch_size: int = 512) 
     model.eval()
     chunks: dict[str, list[np.ndarray]] = {}
     for start in range(0, len(data), batch_size):
-        out = model(as_tensors(data, slice(start, start + batch_size)))
+        index = slice(start, start + batch_size)
+        out = forward(model, data, index)
         for b, z in {**out.branches, FUSED: out.fused}.items():
-            chunks.setdefault(b, []).append(z.numpy())
+            rows = data.present(b)[index] > 0 if b in data.x else slice(None)  # a branch: its windows only
+            chunks.setdefault(b, []).append(z.numpy()[rows])
     return {b: Stats.of(np.concatenate(parts)) for b, parts in chunks.items()}

@@ -26,6 +26,9 @@ class Dataset:
         subject: int64 ``(N,)``; each distinct value is one federated client.
         domain: int64 ``(N,)``; grouping such as device model or body position.
         classes: class names, ``len(classes)`` is the number of classes.
+        mask: modality -> float32 ``(N,)``, 1 where that modality was
+            recorded in the window, 0 where it is missing (its ``x`` rows are
+            zeros); a modality without an entry is present in every window.
     """
 
     x: dict[str, np.ndarray]
@@ -33,6 +36,7 @@ class Dataset:
     subject: np.ndarray
     domain: np.ndarray
     classes: tuple[str, ...] = field(default=())
+    mask: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -60,7 +64,17 @@ class Dataset:
             subject=self.subject[index],
             domain=self.domain[index],
             classes=self.classes,
+            mask={m: a[index] for m, a in self.mask.items()},
         )
+
+    def present(self, modality: str) -> np.ndarray:
+        """float32 ``(N,)``: 1 where ``modality`` was recorded."""
+        given = self.mask.get(modality)
+        return given if given is not None else np.ones(len(self), np.float32)
+
+    def windows_with(self, modality: str) -> int:
+        """How many windows have ``modality``."""
+        return int(np.count_nonzero(self.present(modality)))
 
     def subjects(self) -> list[int]:
         """Distinct subjects in ascending order: client ``i`` is ``subjects()[i]``."""

@@ -82,10 +82,11 @@ def _generated_client(cfg: Config, pid: int) -> ClientData:
     from fedsense.data.partition import split_indices
     from fedsense.data.synthetic import make_synthetic_subject
 
+    subjects = cfg.data.synthetic.subjects
     ds = select_modalities(make_synthetic_subject(cfg.data.synthetic, cfg.seed, pid + 1), list(cfg.data.modalities))
     train, test = split_indices(ds.y, cfg.data.test_fraction)
     role = "target" if pid + 1 in {int(d) for d in cfg.data.target_domains} else "source"
-    return _finish(cfg, ds.subset(train), ds.subset(test), role, pid)  # type: ignore[arg-type]
+    return _finish(cfg, ds.subset(train), ds.subset(test), role, pid, subjects)  # type: ignore[arg-type]
 
 
 def num_clients(cfg: Config) -> int:
@@ -113,8 +114,15 @@ def _device_data(cfg: Config, path: str, role: str | None, pid: int) -> ClientDa
 
 
 def _finish(
-    cfg: Config, train: Dataset, test: Dataset, role: Literal["source", "target"], pid: int
+    cfg: Config, train: Dataset, test: Dataset, role: Literal["source", "target"], pid: int,
+    num_devices: int | None = None,
 ) -> ClientData:
+    if num_devices is not None and (cfg.data.drop_modality or cfg.data.drop_window):
+        from fedsense.data.missing import apply_missing
+
+        drops = (cfg.data.drop_modality, cfg.data.drop_window)
+        train = apply_missing(train, pid, num_devices, cfg.seed, *drops, part=0)
+        test = apply_missing(test, pid, num_devices, cfg.seed, *drops, part=1)
     if role == "target" and cfg.data.target_labels == "hidden":
         train = hide_labels(train)
     return ClientData(train=train, test=test, role=role, partition_id=pid)
@@ -163,4 +171,4 @@ def load_client_data(cfg: Config, node_config: Mapping[str, object]) -> ClientDa
         return _generated_client(cfg, pid)
     split = splits[pid]
     train, test = client_data(ds, split)
-    return _finish(cfg, train, test, split.role, pid)
+    return _finish(cfg, train, test, split.role, pid, count)

@@ -93,9 +93,24 @@ class MultimodalNet(nn.Module):
         return {name: every[name] for name in self.discriminators}
 
     def forward(self, x: dict[str, Tensor], mask: dict[str, Tensor] | None = None) -> NetOutput:
-        branches = {m: self.encoders[m](x[m]) for m in self.modalities}
+        if mask is None:
+            branches = {m: self.encoders[m](x[m]) for m in self.modalities}
+        else:
+            branches = {m: self._branch(m, x[m], mask[m]) for m in self.modalities}
         fused = self.fusion(branches, mask)
         return NetOutput(logits=self.classifier(fused), branches=branches, fused=fused)
+
+
+    def _branch(self, modality: str, x: Tensor, present: Tensor) -> Tensor:
+        """A branch run on the windows that have its modality only (zeros
+        elsewhere): missing windows never reach its BatchNorm statistics."""
+        rows = present > 0
+        if bool(rows.all()):
+            return self.encoders[modality](x)
+        out = x.new_zeros(x.shape[0], self.encoders[modality].embed_dim)
+        if int(rows.sum()) >= (2 if self.training else 1):  # BatchNorm cannot train on one window
+            out[rows] = self.encoders[modality](x[rows])
+        return out
 
 
 def build_model(

@@ -76,3 +76,23 @@ def test_robust_rules_work_within_each_role():
     # the mean is linear: per role or pooled, the same weighted average
     np.testing.assert_allclose(by_group("mean", replies, [1, 2, 3, 4, 5, 6, 7, 8], roles, settings)["w"],
                                AGGREGATORS["mean"](replies, [1, 2, 3, 4, 5, 6, 7, 8], settings)["w"], rtol=1e-6)
+
+
+def test_a_branch_is_averaged_over_the_devices_that_have_its_modality_only():
+    from fedsense.aggregation import branch_of, modality_mean
+
+    assert branch_of("encoders.gyro.features.0.weight", ["acc", "gyro"]) == "gyro"
+    assert branch_of("discriminators.acc.net.0.weight", ["acc", "gyro"]) == "acc"
+    assert branch_of("classifier.1.weight", ["acc", "gyro"]) is None
+    assert branch_of("discriminators.fused.net.0.weight", ["acc", "gyro"]) is None
+    current = {"encoders.gyro.w": np.full(2, 9.0, np.float32), "encoders.acc.w": np.zeros(2, np.float32),
+               "classifier.w": np.zeros(2, np.float32)}
+    replies = [{"encoders.gyro.w": np.full(2, v, np.float32), "encoders.acc.w": np.full(2, v, np.float32),
+                "classifier.w": np.full(2, v, np.float32)} for v in (1.0, 3.0, 100.0)]
+    windows = [{"acc": 10, "gyro": 10}, {"acc": 10, "gyro": 30}, {"acc": 40, "gyro": 0}]  # the third lacks gyro
+    out = modality_mean(replies, windows, current, ["acc", "gyro"])
+    assert set(out) == {"encoders.gyro.w", "encoders.acc.w"}  # the fused parts are the caller's average
+    np.testing.assert_allclose(out["encoders.gyro.w"], (1 * 10 + 3 * 30) / 40)  # 100 never enters
+    np.testing.assert_allclose(out["encoders.acc.w"], (1 * 10 + 3 * 10 + 100 * 40) / 60)
+    nobody = modality_mean(replies, [{"acc": 1, "gyro": 0}] * 3, current, ["acc", "gyro"])
+    np.testing.assert_array_equal(nobody["encoders.gyro.w"], current["encoders.gyro.w"])  # kept, not zeroed

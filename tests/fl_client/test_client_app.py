@@ -296,3 +296,30 @@ def test_an_unknown_encoding_is_refused_by_the_device_naming_it(tmp_path, model_
     start = _global_arrays(model_cfg)
     reply = train(_compressed(start, "int3"), _context(0, tmp_path))
     assert reply.has_error() and "update encoding 'int3'" in reply.error.reason
+
+
+@pytest.mark.parametrize("method", ["none", "m3bat"])
+def test_a_device_without_a_modality_trains_and_evaluates(tmp_path, model_cfg, method):
+    """Every simulated device loses its gyroscope: the gyro branch is neither
+    run nor trained, the reply says so, and evaluation works on acc alone."""
+    from fedsense.adaptation import METHODS as REGISTRY
+    from fedsense.params import sharing_of
+
+    model = build_model(DataSpec({"acc": (3, 64), "gyro": (3, 64)}, num_classes=4), model_cfg, seed=0,
+                        adversarial=REGISTRY[method].branches)
+    start = shared_arrays(model, sharing_of(REGISTRY[method], "federated"))
+    settings = f"data.drop_modality={{gyro: 1.0}}\nadapt.method={method}\nadapt.alignment=federated"
+    msg = _message(MessageType.TRAIN, start)
+    msg.content[protocol.CONFIG][protocol.CFG_COEFF] = 0.5
+    reply = train(msg, _context(1, tmp_path, settings))
+    assert not reply.has_error(), reply.error.reason if reply.has_error() else ""
+    metrics = reply.content[protocol.METRICS]
+    assert metrics[protocol.modality_windows_key("gyro")] == 0 and metrics[protocol.modality_windows_key("acc")] > 0
+    trained = {k: v.numpy() for k, v in reply.content[protocol.ARRAYS].items()}
+    gyro = [k for k in start if k.startswith(("encoders.gyro.", "discriminators.gyro."))]
+    assert gyro and all(np.array_equal(trained[k], start[k]) for k in gyro)  # never run, never trained
+    assert any(not np.array_equal(trained[k], start[k]) for k in start if k.startswith("encoders.acc."))
+    if method == "m3bat":  # no adversarial step on the missing branch; the others took theirs
+        assert metrics[protocol.loss_domain_key("gyro")] == 0.0 and metrics[protocol.loss_domain_key("acc")] > 0
+    result = evaluate(_message(MessageType.EVALUATE, trained), _context(1, tmp_path, settings))
+    assert sum(result.content[protocol.METRICS][protocol.CONFUSION]) > 0

@@ -256,3 +256,40 @@ def test_the_train_config_tells_devices_the_encoding(monkeypatch):
     assert protocol.CFG_UPDATE_ENCODING not in captured[1]  # float32: the trained arrays as they are
     with pytest.raises(KeyError, match="valid: float16, int8"):
         make(update_encoding="int4")
+
+
+def _modal_reply(node: int, value: float, n: int, gyro_windows: int) -> Message:
+    reply = train_reply(node, np.zeros(1), n)
+    reply.content[protocol.ARRAYS] = ArrayRecord({
+        "encoders.acc.w": Array(np.full(2, value, np.float32)), "encoders.gyro.w": Array(np.full(2, value, np.float32)),
+        "classifier.w": Array(np.full(2, value, np.float32))})
+    metrics = dict(reply.content[protocol.METRICS])
+    metrics |= {protocol.modality_windows_key("acc"): n, protocol.modality_windows_key("gyro"): gyro_windows}
+    reply.content[protocol.METRICS] = MetricRecord(metrics)
+    return reply
+
+
+def test_a_device_without_a_modality_is_left_out_of_that_branchs_average_only():
+    start = ArrayRecord({k: Array(np.zeros(2, np.float32)) for k in ("encoders.acc.w", "encoders.gyro.w", "classifier.w")})
+    replies = [_modal_reply(1, 1.0, 10, 10), _modal_reply(2, 3.0, 30, 30), _modal_reply(3, 100.0, 40, 0)]
+    s = make(max_update_norm_ratio=0)
+    s.current_arrays = start
+    arrays, _ = s.aggregate_train(1, replies)
+    np.testing.assert_allclose(arrays["encoders.gyro.w"].numpy(), (10 + 90) / 40)
+    np.testing.assert_allclose(arrays["encoders.acc.w"].numpy(), (10 + 90 + 4000) / 80)
+    np.testing.assert_allclose(arrays["classifier.w"].numpy(), (10 + 90 + 4000) / 80)
+    blind = make(max_update_norm_ratio=0, modality_aware=False)  # the plain mean averages the zeros in
+    blind.current_arrays = start
+    plain, _ = blind.aggregate_train(1, replies)
+    np.testing.assert_allclose(plain["encoders.gyro.w"].numpy(), (10 + 90 + 4000) / 80)
+
+
+def test_with_every_modality_everywhere_the_average_is_flowers_bit_for_bit():
+    start = ArrayRecord({k: Array(np.zeros(2, np.float32)) for k in ("encoders.acc.w", "encoders.gyro.w", "classifier.w")})
+    replies = [_modal_reply(1, 0.1, 7, 7), _modal_reply(2, 0.3, 11, 11), _modal_reply(3, 0.7, 13, 13)]
+    a, b = make(max_update_norm_ratio=0), make(max_update_norm_ratio=0, modality_aware=False)
+    a.current_arrays = b.current_arrays = start
+    aware, _ = a.aggregate_train(1, replies)
+    plain, _ = b.aggregate_train(1, replies)
+    for k in aware:
+        np.testing.assert_array_equal(aware[k].numpy(), plain[k].numpy())

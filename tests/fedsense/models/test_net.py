@@ -189,3 +189,32 @@ def test_dataspec_metrics_round_trip() -> None:
     back = DataSpec.from_metrics(wire)
     assert back == spec
     assert list(back.shapes) == list(spec.shapes)
+
+
+def test_a_branch_runs_on_the_windows_that_have_its_modality_only():
+    """Missing windows are zeros under a zero mask: they must not reach the
+    branch's BatchNorm statistics nor change the other windows' outputs."""
+    import copy
+
+    import torch
+
+    from fedsense.config import ModelConfig
+    from fedsense.models import DataSpec, build_model
+
+    spec = DataSpec({"acc": (3, 32), "gyro": (3, 32)}, num_classes=4)
+    model = build_model(spec, ModelConfig(channels=[8, 16], embed_dim=16, dropout=0.0), seed=0)
+    twin = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(0)
+    x = {m: torch.randn(10, 3, 32, generator=g) for m in spec.shapes}
+    present = torch.tensor([1, 1, 0, 1, 0, 1, 1, 1, 0, 1], dtype=torch.float32)
+    x["gyro"][present == 0] = 0.0
+    model.train(), twin.train()
+    out = model(x, {"acc": torch.ones(10), "gyro": present})
+    rows = present > 0
+    alone = twin.encoders["gyro"](x["gyro"][rows])
+    torch.testing.assert_close(out.branches["gyro"][rows], alone)
+    assert not out.branches["gyro"][~rows].any()
+    gyro_bn, twin_bn = model.encoders["gyro"].features[1], twin.encoders["gyro"].features[1]
+    torch.testing.assert_close(gyro_bn.running_mean, twin_bn.running_mean)  # zeros left out
+    nobody = model(x, {"acc": torch.ones(10), "gyro": torch.zeros(10)})  # a device without the sensor
+    assert not nobody.branches["gyro"].any() and torch.isfinite(nobody.logits).all()

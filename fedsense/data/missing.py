@@ -1,0 +1,56 @@
+"""Missing modalities for robustness experiments (FedMultimodal-style).
+
+``data.drop_modality: {gyro: 0.5}`` takes the gyroscope away from half of
+the simulated devices, all their windows; ``data.drop_window: {gyro: 0.3}``
+takes it away from 30 % of every device's windows. A missing modality is a
+mask (``Dataset.mask``), its rows zeros: nothing downstream crashes, and
+the model never sees the zeros (``MultimodalNet`` runs a branch on the
+windows that have its modality). Which devices and windows is fixed by
+``seed``; a real device's data say themselves what they lack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+
+import numpy as np
+
+from fedsense.data.base import Dataset, DatasetError
+
+
+def devices_without(modality: str, fraction: float, num_devices: int, seed: int) -> set[int]:
+    """The ``round(fraction * num_devices)`` devices (partition ids) that lack ``modality``."""
+    count = int(round(fraction * num_devices))
+    salt = sum(ord(c) for c in modality)  # another draw per modality, stable across Python runs
+    order = np.random.default_rng([seed, salt, 7]).permutation(num_devices)
+    return {int(d) for d in order[:count]}
+
+
+def without(ds: Dataset, modality: str, rows: np.ndarray | None = None) -> Dataset:
+    """``ds`` with ``modality`` missing in ``rows`` (boolean ``(N,)``; ``None``: every window)."""
+    if modality not in ds.x:
+        raise DatasetError(f"cannot drop modality '{modality}': the data have {sorted(ds.x)}")
+    gone = np.ones(len(ds), bool) if rows is None else np.asarray(rows, bool)
+    present = ds.present(modality) * (~gone)
+    x = ds.x[modality].copy()
+    x[gone] = 0.0
+    return replace(ds, x={**ds.x, modality: x}, mask={**ds.mask, modality: present.astype(np.float32)})
+
+
+def apply_missing(
+    ds: Dataset, pid: int, num_devices: int, seed: int,
+    drop_modality: Mapping[str, float], drop_window: Mapping[str, float], part: int,
+) -> Dataset:
+    """Device ``pid``'s windows (``part`` 0 train, 1 held-out) after the
+    configured drops; a device left with no modality is an error."""
+    for modality, fraction in drop_modality.items():
+        if fraction > 0 and pid in devices_without(modality, fraction, num_devices, seed):
+            ds = without(ds, modality)
+    for modality, rate in drop_window.items():
+        if rate > 0:
+            rng = np.random.default_rng([seed, pid, part, sum(ord(c) for c in modality), 11])
+            ds = without(ds, modality, rng.random(len(ds)) < rate)
+    if len(ds) and not any(ds.present(m).any() for m in ds.x):
+        raise DatasetError(f"device {pid}: data.drop_modality/drop_window leave it no modality at all")
+    return ds
