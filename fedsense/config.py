@@ -95,6 +95,11 @@ class TrainConfig:
     local_epochs: int = 1
     device: str = "cpu"
     qat: bool = False  # quantization-aware training: int8-rounded weights (and inputs) in the loop
+    # one-modality paths trained on windows with every modality (fedsense.distillation):
+    # none | distill (toward the full model's prediction) | labels (cross-entropy)
+    single_modality: Literal["none", "distill", "labels"] = "none"
+    single_modality_weight: float = 1.0
+    distill_temperature: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -351,6 +356,8 @@ def _check_values(cfg: Config) -> None:
         (cfg.train.weight_decay >= 0, "train.weight_decay: must be non-negative"),
         (cfg.train.batch_size >= 1, "train.batch_size: must be at least 1"),
         (cfg.train.local_epochs >= 1, "train.local_epochs: must be at least 1"),
+        (cfg.train.single_modality_weight >= 0, "train.single_modality_weight: must be non-negative"),
+        (cfg.train.distill_temperature > 0, "train.distill_temperature: must be positive"),
         (0.0 < cfg.data.test_fraction < 1.0, "data.test_fraction: must be in (0, 1)"),
         (cfg.data.window >= 8, "data.window: must be at least 8 samples"),
         *((0.0 <= v <= 1.0, f"data.{key}.{m}: must be a fraction in [0, 1]")

@@ -98,12 +98,26 @@ def _epochs(
             batch = np.sort(order[start : start + cfg.batch_size])
             if batch.size < 2:
                 continue  # BatchNorm cannot train on a single window
-            out = forward(model, data, batch)
-            loss = F.cross_entropy(out.logits, y_all[batch])
+            x, mask = as_tensors(data, batch), masks(data, batch)
+            out = model(x, mask)
+            task = F.cross_entropy(out.logits, y_all[batch])
+            loss = task + single_modality_term(model, x, mask, out, y_all[batch], cfg)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            losses.append(float(loss.detach()))
+            losses.append(float(task.detach()))
+
+
+def single_modality_term(model: nn.Module, x: dict[str, Tensor], mask: dict[str, Tensor] | None, out,
+                         y: Tensor, cfg: TrainConfig) -> Tensor:
+    """``train.single_modality_weight`` x the one-modality paths' loss
+    (:mod:`fedsense.distillation`), or 0."""
+    from fedsense.distillation import single_modality_loss
+
+    if cfg.single_modality == "none" or cfg.single_modality_weight == 0:
+        return torch.zeros(())
+    extra = single_modality_loss(model, x, mask, out, y, cfg.single_modality, cfg.distill_temperature)  # type: ignore[arg-type]
+    return torch.zeros(()) if extra is None else cfg.single_modality_weight * extra
 
 
 @torch.no_grad()

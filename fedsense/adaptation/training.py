@@ -15,7 +15,7 @@ from fedsense.adaptation.losses import multi_branch_adversarial_loss
 from fedsense.adaptation.statistics import Stats, sample
 from fedsense.config import TrainConfig
 from fedsense.data.base import Dataset
-from fedsense.engine import forward, make_optimizer, masks
+from fedsense.engine import as_tensors, forward, make_optimizer, masks, single_modality_term
 from fedsense.models import MultimodalNet
 
 
@@ -110,15 +110,16 @@ def train_adversarial(
                 batch = np.sort(order[start : start + cfg.batch_size])
                 if batch.size < 2:
                     continue  # BatchNorm cannot train on a single window
-                out = forward(model, data, batch)
+                x, present = as_tensors(data, batch), masks(data, batch)
+                out = model(x, present)
                 y = y_all[batch]
                 labelled = y >= 0
-                loss = torch.zeros(())
+                loss = single_modality_term(model, x, present, out, y, cfg)
                 if labelled.any():
                     task = F.cross_entropy(out.logits[labelled], y[labelled])
                     loss = loss + task
                     run.task.append(float(task.detach()))
-                feats, labels = _adversarial_inputs(model, out, d_all[batch], adv, generator, masks(data, batch))
+                feats, labels = _adversarial_inputs(model, out, d_all[batch], adv, generator, present)
                 if feats and total_weight > 0:
                     adv_loss, losses, accs = multi_branch_adversarial_loss(
                         feats, labels, model.discriminators, weights, adv.coeff
