@@ -31,6 +31,7 @@ from fedsense.compression import ENCODINGS, UNCOMPRESSED, encode
 from fedsense.config import Config, ConfigError
 from fedsense.data.base import DatasetError
 from fedsense.data.clients import ClientData, load_client_data
+from fedsense.data.missing import conform
 from fedsense.devicestate import load_local, save_local
 from fedsense.embeddings import class_centroids
 from fedsense.engine import evaluate as evaluate_model
@@ -137,6 +138,9 @@ def _setup(msg: Message, context: Context) -> tuple[Config, ClientData, Sharing,
     sharing = sharing_of(METHODS[cfg.adapt.method], cfg.adapt.alignment)
     config = msg.content[protocol.CONFIG]
     num_classes = int(config[protocol.CFG_NUM_CLASSES])
+    spec = DataSpec.from_metrics(dict(config))
+    if spec.shapes:  # the federation's inputs: a modality this device lacks is masked
+        data = replace(data, train=conform(data.train, spec.shapes), test=conform(data.test, spec.shapes))
     model = build_run_model(DataSpec(shapes=data.train.shapes(), num_classes=num_classes), cfg)
     load_arrays(model, _arrays(msg.content[protocol.ARRAYS]), strict_keys=shared_keys(model, sharing))
     if LOCAL_STATE in context.state:  # device-only parameters from earlier rounds of this run

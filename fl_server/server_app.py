@@ -130,7 +130,8 @@ def main(grid: Grid, context: Context) -> None:
             arrayrecord_key=protocol.ARRAYS,
             configrecord_key=protocol.CONFIG,
         )
-        common = {protocol.CFG_NUM_CLASSES: spec.num_classes}
+        # the model's inputs: a device lacking a modality masks it (fedsense.data.missing.conform)
+        common = {protocol.CFG_NUM_CLASSES: spec.num_classes, **spec.to_metrics()}
         sharing = sharing_of(method, cfg.adapt.alignment)
         start = shared_arrays(model, sharing)
         if point is not None:

@@ -50,8 +50,8 @@ def query_clients(
 ) -> tuple[DataSpec, dict[str, int]]:
     """One query round: every node's data specification, checked for agreement.
 
-    Returns the common spec (the largest class count any node knows) and the
-    number of source and target clients.
+    Returns the common spec (every modality some node has, the largest class
+    count any node knows) and the number of source and target clients.
     """
     messages = [
         Message(RecordDict({protocol.CONFIG: ConfigRecord()}), dst_node_id=n, message_type=protocol.QUERY_MESSAGE)
@@ -68,13 +68,16 @@ def query_clients(
     if not good:
         raise RuntimeError(f"no client could describe its data: {errors[:3] or 'no replies'}")
     specs = [DataSpec.from_metrics(dict(r.content[protocol.METRICS])) for r in good]
-    shapes = specs[0].shapes
+    # The model takes every modality some device has; a device without one
+    # runs with it masked. The same modality must have one shape everywhere.
+    shapes: dict[str, tuple[int, int]] = {}
     for r, s in zip(good, specs):
-        if s.shapes != shapes:
-            raise RuntimeError(
-                f"node {r.metadata.src_node_id} has modalities {s.shapes}, others {shapes}: "
-                "every device must share the model's inputs"
-            )
+        for m, shape in s.shapes.items():
+            if shapes.setdefault(m, shape) != shape:
+                raise RuntimeError(
+                    f"node {r.metadata.src_node_id} has modality '{m}' of shape {shape}, others {shapes[m]}: "
+                    "every device must give a modality the model's input shape"
+                )
     roles = {"source": 0, "target": 0, "failed": len(errors)}
     for r in good:
         roles["target" if int(r.content[protocol.METRICS][protocol.IS_TARGET]) else "source"] += 1

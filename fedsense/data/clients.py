@@ -103,7 +103,13 @@ def _device_data(cfg: Config, path: str, role: str | None, pid: int) -> ClientDa
     if not Path(path).is_absolute():
         # the ClientApp runs in a process whose working directory is not the operator's
         raise DatasetError(f"node config data-path={path!r}: give an absolute path")
-    ds = load_npz(path, list(cfg.data.modalities) or None)
+    # Every modality the file has; the federation's model decides which it uses
+    # (the ClientApp conforms the data to it: one the device lacks is masked).
+    ds = load_npz(path)
+    if cfg.data.modalities:
+        from fedsense.data.loaders import select_modalities
+
+        ds = select_modalities(ds, [m for m in cfg.data.modalities if m in ds.x] or list(cfg.data.modalities))
     if role is None:
         domains = set(int(d) for d in np.unique(ds.domain))
         role = "target" if domains & set(cfg.data.target_domains) else "source"

@@ -65,6 +65,7 @@ def select_modalities(ds: Dataset, modalities: list[str]) -> Dataset:
         subject=ds.subject,
         domain=ds.domain,
         classes=ds.classes,
+        mask={m: ds.mask[m] for m in modalities if m in ds.mask},
     )
 
 

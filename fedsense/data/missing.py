@@ -54,3 +54,22 @@ def apply_missing(
     if len(ds) and not any(ds.present(m).any() for m in ds.x):
         raise DatasetError(f"device {pid}: data.drop_modality/drop_window leave it no modality at all")
     return ds
+
+
+def conform(ds: Dataset, shapes: Mapping[str, tuple[int, int]]) -> Dataset:
+    """A device's windows with exactly the model's modalities: one the device
+    lacks is zeros under a zero mask, one the model does not use is left out;
+    a modality of another shape is an error naming both shapes."""
+    x, mask = {}, {}
+    for m, (c, t) in shapes.items():
+        if m in ds.x:
+            if ds.x[m].shape[1:] != (c, t):
+                raise DatasetError(f"modality '{m}' has windows of shape {ds.x[m].shape[1:]}, "
+                                   f"the federation's model takes ({c}, {t})")
+            x[m] = ds.x[m]
+            if m in ds.mask:
+                mask[m] = ds.mask[m]
+        else:
+            x[m] = np.zeros((len(ds), c, t), np.float32)
+            mask[m] = np.zeros(len(ds), np.float32)
+    return replace(ds, x=x, mask=mask)

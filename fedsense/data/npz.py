@@ -8,6 +8,9 @@ Keys (``N`` windows; every array has the same ``N``):
 - ``subject``: int64 ``(N,)``, one federated client per distinct value.
 - ``domain``: int64 ``(N,)``, optional, defaults to ``subject``.
 - ``classes``: optional unicode string array ``(K,)`` of class names.
+- ``mask_<modality>``: optional ``(N,)`` of 0/1 (bool or a number type), 0
+  where that modality was not recorded in the window (its ``x`` rows are
+  then ignored); a modality the device never has simply has no ``x_`` key.
 
 Any other key is refused, so a typo (``labels`` for ``y``) cannot silently
 drop data. A malformed file raises one :class:`DatasetError` naming the file
@@ -27,6 +30,7 @@ from fedsense.data.base import Dataset, DatasetError
 from fedsense.fileio import atomic_write
 
 X_PREFIX = "x_"
+MASK_PREFIX = "mask_"
 _INT_KEYS = ("y", "subject", "domain")
 _REQUIRED = ("y", "subject")
 _FIXED_KEYS = frozenset({*_INT_KEYS, "classes"})
@@ -51,12 +55,25 @@ def validate_arrays(arrays: Mapping[str, np.ndarray], source: str) -> None:
     """
     keys = list(arrays)
     x_keys = _modality_keys(keys)
-    unknown = [k for k in keys if k not in _FIXED_KEYS and k not in x_keys]
+    mask_keys = [k for k in keys if k.startswith(MASK_PREFIX)]
+    unknown = [k for k in keys if k not in _FIXED_KEYS and k not in x_keys and k not in mask_keys]
     if unknown:
         raise DatasetError(
             f"{source}: unknown key(s) {', '.join(repr(k) for k in unknown)}; allowed are "
-            f"'x_<modality>', 'y', 'subject', 'domain', 'classes'"
+            f"'x_<modality>', 'mask_<modality>', 'y', 'subject', 'domain', 'classes'"
         )
+    for key in mask_keys:
+        modality = key[len(MASK_PREFIX):]
+        if X_PREFIX + modality not in arrays:
+            raise DatasetError(f"{source}: key '{key}' masks modality '{modality}', which has no 'x_{modality}' key")
+        arr = arrays[key]
+        if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf" or arr.ndim != 1:
+            raise DatasetError(f"{source}: key '{key}' must be a 1-D (N,) array of 0/1")
+        if arr.shape[0] != arrays[X_PREFIX + modality].shape[0]:
+            raise DatasetError(f"{source}: N mismatch: key '{key}' has N={arr.shape[0]}, "
+                               f"key 'x_{modality}' has N={arrays[X_PREFIX + modality].shape[0]}")
+        if not np.isin(arr, (0, 1)).all():
+            raise DatasetError(f"{source}: key '{key}' holds values other than 0 and 1")
     if not x_keys:
         raise DatasetError(
             f"{source}: no modality: expected at least one 'x_<modality>' key, found keys {keys}"
@@ -67,6 +84,8 @@ def validate_arrays(arrays: Mapping[str, np.ndarray], source: str) -> None:
 
     # Type and rank of every array first, so value checks below can trust them.
     for key in keys:
+        if key in mask_keys:
+            continue
         arr = arrays[key]
         if not isinstance(arr, np.ndarray):
             raise DatasetError(f"{source}: key '{key}' is a {type(arr).__name__}, not an array")
@@ -216,6 +235,7 @@ def load_npz(path: str | Path, modalities: list[str] | None = None) -> Dataset:
         subject=subject,
         domain=arrays["domain"] if "domain" in arrays else subject.copy(),
         classes=tuple(str(c) for c in arrays["classes"]) if "classes" in arrays else (),
+        mask={m: arrays[MASK_PREFIX + m].astype(np.float32) for m in wanted if MASK_PREFIX + m in arrays},
     )
 
 
@@ -231,6 +251,7 @@ def save_npz(ds: Dataset, path: str | Path) -> Path:
     path = Path(path)
     arrays: dict[str, np.ndarray] = {X_PREFIX + m: a for m, a in ds.x.items()}
     arrays.update(y=ds.y, subject=ds.subject, domain=ds.domain)
+    arrays.update({MASK_PREFIX + m: (ds.present(m) > 0).astype(np.uint8) for m in ds.mask})
     if ds.classes:
         arrays["classes"] = np.array(list(ds.classes), dtype=str)
     validate_arrays(arrays, f"save_npz({path})")

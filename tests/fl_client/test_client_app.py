@@ -323,3 +323,33 @@ def test_a_device_without_a_modality_trains_and_evaluates(tmp_path, model_cfg, m
         assert metrics[protocol.loss_domain_key("gyro")] == 0.0 and metrics[protocol.loss_domain_key("acc")] > 0
     result = evaluate(_message(MessageType.EVALUATE, trained), _context(1, tmp_path, settings))
     assert sum(result.content[protocol.METRICS][protocol.CONFUSION]) > 0
+
+
+def test_a_real_device_without_a_sensor_runs_the_federations_model_with_it_masked(tmp_path, model_cfg):
+    """Its file has no x_gyro at all; the server's config names the model's inputs."""
+    from fedsense.data.base import Dataset
+    from fedsense.data.clients import load_client_data
+    from fedsense.data.npz import save_npz
+    from fedsense.runconfig import config_from_run
+
+    cfg = config_from_run(_context(2, tmp_path).run_config)
+    whole = load_client_data(cfg, {"partition-id": 2, "num-partitions": 6}).train
+    only_acc = Dataset(x={"acc": whole.x["acc"]}, y=whole.y, subject=whole.subject, domain=whole.domain)
+    path = save_npz(only_acc, tmp_path / "watch.npz")
+    start = _global_arrays(model_cfg)
+    ctx = _device_context(str(path), tmp_path)
+    asked = query(_message(protocol.QUERY_MESSAGE, None), ctx).content[protocol.METRICS]
+    assert "shape.acc.channels" in asked and "shape.gyro.channels" not in asked  # it says what it has
+    msg = _message(MessageType.TRAIN, start)
+    msg.content[protocol.CONFIG].update({"shape.acc.channels": 3, "shape.acc.steps": 64,
+                                         "shape.gyro.channels": 3, "shape.gyro.steps": 64})
+    reply = train(msg, ctx)
+    assert not reply.has_error(), reply.error.reason if reply.has_error() else ""
+    assert reply.content[protocol.METRICS][protocol.modality_windows_key("gyro")] == 0
+    trained = {k: v.numpy() for k, v in reply.content[protocol.ARRAYS].items()}
+    assert all(np.array_equal(trained[k], start[k]) for k in start if k.startswith("encoders.gyro."))
+    wrong = _message(MessageType.TRAIN, start)
+    wrong.content[protocol.CONFIG].update({"shape.acc.channels": 3, "shape.acc.steps": 128,
+                                           "shape.gyro.channels": 3, "shape.gyro.steps": 64})
+    refused = train(wrong, ctx)
+    assert refused.has_error() and "modality 'acc' has windows of shape (3, 64)" in refused.error.reason

@@ -17,3 +17,44 @@ def test_a_sample_is_fixed_by_the_seed_and_drawn_from_the_fleet():
     assert len(first) == len(set(first)) == 50 and set(first) <= set(nodes)
     assert nodes_to_query(list(reversed(nodes)), 50, seed=1) == first  # node order does not matter
     assert nodes_to_query(nodes, 50, seed=2) != first
+
+
+def _reply(node: int, shapes: dict[str, tuple[int, int]], classes: int = 6, target: int = 0):
+    import time
+
+    from flwr.app import Message, Metadata, MetricRecord, RecordDict
+
+    from fedsense import protocol
+    from fedsense.models import DataSpec
+
+    metrics = {**DataSpec(shapes, classes).to_metrics(), protocol.IS_TARGET: target, protocol.PARTITION: node,
+               protocol.SPEC_TRAIN_WINDOWS: 10, protocol.SPEC_TEST_WINDOWS: 5}
+    meta = Metadata(run_id=1, message_id=f"q{node}", src_node_id=node, dst_node_id=0, reply_to_message_id="x",
+                    group_id="0", created_at=time.time(), ttl=60.0, message_type="query")
+    return Message(content=RecordDict({protocol.METRICS: MetricRecord(metrics)}), metadata=meta)
+
+
+class _Grid:
+    def __init__(self, replies):
+        self.replies = replies
+
+    def send_and_receive(self, messages, timeout):
+        return self.replies
+
+
+def test_the_model_takes_every_modality_some_device_has(monkeypatch):
+    import pytest
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from fl_server.spec import query_clients
+
+    monkeypatch.setattr(TaskIdentity, "_run_id", 1)  # what a ServerApp process has: its run, node and task
+    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 0)
+
+    watch = {"acc": (3, 128)}
+    phone = {"acc": (3, 128), "gyro": (3, 128)}
+    spec, roles = query_clients(_Grid([_reply(1, watch), _reply(2, phone, target=1), _reply(3, watch)]), [1, 2, 3], 5)
+    assert spec.shapes == phone and roles == {"source": 2, "target": 1, "failed": 0}
+    with pytest.raises(RuntimeError, match="node 2 has modality 'acc' of shape \\(3, 64\\), others \\(3, 128\\)"):
+        query_clients(_Grid([_reply(1, watch), _reply(2, {"acc": (3, 64)})]), [1, 2], 5)

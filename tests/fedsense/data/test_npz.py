@@ -275,3 +275,21 @@ def test_validate_arrays_in_memory() -> None:
     validate_arrays(good_arrays(), "mem")  # valid: no exception
     with pytest.raises(DatasetError, match=r"^mem: key 'y' has dtype int32"):
         validate_arrays(with_(y=np.zeros(N, dtype=np.int32)), "mem")
+
+
+def test_a_per_window_mask_round_trips_and_bad_masks_are_named(tmp_path: Path) -> None:
+    arrays = good_arrays()
+    n = arrays["y"].shape[0]
+    gyro = np.arange(n) % 2
+    arrays["mask_" + next(k[2:] for k in arrays if k.startswith("x_"))] = gyro.astype(np.uint8)
+    ds = load_npz(write(tmp_path, arrays))
+    m = next(iter(ds.mask))
+    np.testing.assert_array_equal(ds.present(m), gyro.astype(np.float32))
+    back = load_npz(save_npz(ds, tmp_path / "back.npz"))
+    np.testing.assert_array_equal(back.present(m), ds.present(m))
+    for bad, named in [({"mask_gyro": np.ones(n)}, "no 'x_gyro' key"),
+                       ({f"mask_{m}": np.full(n, 2)}, "other than 0 and 1"),
+                       ({f"mask_{m}": np.ones(n + 1)}, "N mismatch"),
+                       ({f"mask_{m}": np.ones((n, 1))}, "1-D")]:
+        with pytest.raises(DatasetError, match=named):
+            validate_arrays({**good_arrays(), **bad}, "f.npz")
