@@ -55,6 +55,10 @@ PARTITION = "partition-id"  # which simulated client (a device's partition-id, o
 LOSS_TASK = "loss-task"  # mean cross-entropy of the local training steps
 TASK_WINDOWS = "task-windows"  # labelled windows behind loss-task (its weight)
 TRAIN_STEPS = "train-steps"
+# CPU seconds the device spent on a train or evaluate message (its handler's
+# process time: data, forward and backward passes), for comparing what
+# methods cost a device; train-steps 0 means no gradient step
+COMPUTE_SECONDS = "compute-seconds"
 
 
 def modality_windows_key(modality: str) -> str:

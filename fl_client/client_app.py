@@ -188,6 +188,7 @@ def _fault(cfg: Config, data: ClientData, context: Context) -> str | None:
 @app.train()
 @refuses_bad_input
 def train(msg: Message, context: Context) -> Message:
+    started = time.process_time()
     cfg, data, sharing, model = _setup(msg, context)
     config = msg.content[protocol.CONFIG]
     server_round = int(config[protocol.CFG_ROUND])
@@ -233,6 +234,7 @@ def train(msg: Message, context: Context) -> Message:
             protocol.TRAIN_STEPS: int(result["steps"]),
             **adversarial_metrics,
             **{protocol.modality_windows_key(m): data.train.windows_with(m) for m in model.modalities},
+            protocol.COMPUTE_SECONDS: time.process_time() - started,
             **_identity(data),
         }
     )
@@ -267,13 +269,15 @@ def _packed_update(cfg: Config, msg: Message, context: Context, shared: dict[str
 @app.evaluate()
 @refuses_bad_input
 def evaluate(msg: Message, context: Context) -> Message:
+    started = time.process_time()
     cfg, data, sharing, model = _setup(msg, context)
     num_classes = int(msg.content[protocol.CONFIG][protocol.CFG_NUM_CLASSES])
-    if sharing.method.local_norm and not _labels_usable(cfg, data):
+    if (sharing.method.local_norm or sharing.method.target_renorm) and not _labels_usable(cfg, data):
         # AdaBN: statistics of this device's own windows under *these* weights
         # (the ones from training were computed under last round's).
         renormalize(model, data.train)
-        _keep_local(cfg, data, context, msg, model, sharing)
+        if sharing.method.local_norm:
+            _keep_local(cfg, data, context, msg, model, sharing)
     result = evaluate_model(model, data.test, num_classes)
     cm = np.asarray(result["confusion"], dtype=np.int64)
     content = RecordDict()
@@ -301,6 +305,7 @@ def evaluate(msg: Message, context: Context) -> Message:
             protocol.EVAL_WINDOWS: int(result["windows"]),
             protocol.CONFUSION: [int(v) for v in cm.ravel()],
             **extra,
+            protocol.COMPUTE_SECONDS: time.process_time() - started,
             **_identity(data),
         }
     )

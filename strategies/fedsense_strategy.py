@@ -101,6 +101,20 @@ def _add_centroids(projector: dict[str, dict[str, list]], msg: Message, role: st
                 entry["labels"].append([role, client, str(c)])
 
 
+def _compute_per_role(contents: list[RecordDict]) -> dict[str, dict[str, float]]:
+    """Per role, a device's mean CPU seconds (and train steps) on this message."""
+    out: dict[str, dict[str, float]] = {}
+    for role in ("source", "target"):
+        mine = [c[protocol.METRICS] for c in contents
+                if protocol.METRICS in c.metric_records and protocol.COMPUTE_SECONDS in c[protocol.METRICS]
+                and _role(c[protocol.METRICS]) == role]
+        if mine:
+            out[role] = {"cpu_seconds": float(np.mean([float(m[protocol.COMPUTE_SECONDS]) for m in mine]))}
+            if protocol.TRAIN_STEPS in mine[0]:
+                out[role]["train_steps"] = float(np.mean([float(m[protocol.TRAIN_STEPS]) for m in mine]))
+    return out
+
+
 def _role(metrics: Any) -> str:
     """``"target"`` or ``"source"``: the population a reply is compared and aggregated with."""
     return "target" if metrics.get(protocol.IS_TARGET) == 1 else "source"
@@ -129,6 +143,8 @@ class RoundStats:
     train: dict[str, Any] = field(default_factory=dict)
     adapt: dict[str, Any] = field(default_factory=dict)  # this round's adaptation config
     adapt_acc: dict[str, float] = field(default_factory=dict)  # mean discriminator accuracy
+    # train/evaluate -> role -> mean CPU seconds and gradient steps of a device
+    compute: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
 
 class FedSenseStrategy(FedAvg):
@@ -409,6 +425,7 @@ class FedSenseStrategy(FedAvg):
             "loss_task": _weighted_mean(contents, protocol.LOSS_TASK, task),
             "clients_trained": len(weighted),
         }
+        self.stats.compute["train"] = _compute_per_role(contents)
         disc_weights: list[float] | None = None  # per reply, when federated discriminators are averaged
         branches = self.adaptation.branches if self.adaptation else []
         if branches and protocol.loss_domain_key(branches[0]) in contents[0][protocol.METRICS]:
@@ -523,6 +540,7 @@ class FedSenseStrategy(FedAvg):
             per_client[_client_id(msg)] = {"macro_f1": macro_f1(flat.reshape(k, k))}
             if protocol.EMBEDDINGS in msg.content:
                 _add_centroids(projector, msg, role)
+        self.stats.compute["evaluate"] = _compute_per_role([m.content for m in valid])
         record: dict[str, Any] = {}
         for role in ("target", "source"):
             if clients[role]:
@@ -530,6 +548,8 @@ class FedSenseStrategy(FedAvg):
                 record[role] = {**summarize(sums[role]), "clients": clients[role], "f1": f1}
         record["client"] = per_client
         record["train"] = {k: v for k, v in self.stats.train.items() if k != "privacy"}
+        if any(self.stats.compute.values()):
+            record["compute"] = self.stats.compute
         if self.privacy is not None:
             spent = epsilon(self.privacy.noise_multiplier, self.releases, self.privacy.delta)
             record["privacy"] = {

@@ -22,11 +22,16 @@ class Method:
         branches: which embeddings get a domain discriminator behind a
             gradient reversal layer: none, the fused one (DANN), or every
             modality branch plus the fused one (M3BAT).
+        target_renorm: unlabeled targets recompute BatchNorm statistics on
+            their own windows before evaluating, forward passes only, while
+            sources share theirs (AdaBN, Li et al. 2018): adaptation for a
+            device that cannot run backpropagation.
     """
 
     name: str
     local_norm: bool = False
     branches: Literal["none", "fused", "all"] = "none"
+    target_renorm: bool = False
 
     @property
     def adversarial(self) -> bool:
@@ -39,6 +44,7 @@ for _m in (
     Method("dann", branches="fused"),
     Method("m3bat", branches="all"),
     Method("fedbn", local_norm=True),
+    Method("adabn", target_renorm=True),  # source-only FedAvg; targets renormalise, no gradient step
     # M3BAT on top of device-local normalisation statistics (FedBN/AdaBN):
     # the branches align what renormalising alone leaves shifted.
     Method("m3bat_bn", local_norm=True, branches="all"),

@@ -353,3 +353,32 @@ def test_a_real_device_without_a_sensor_runs_the_federations_model_with_it_maske
                                            "shape.gyro.channels": 3, "shape.gyro.steps": 64})
     refused = train(wrong, ctx)
     assert refused.has_error() and "modality 'acc' has windows of shape (3, 64)" in refused.error.reason
+
+
+def test_an_adabn_target_adapts_with_forward_passes_only(tmp_path, model_cfg, monkeypatch):
+    """Checked, not assumed: any backward pass on the device would raise."""
+    import torch
+
+    from fedsense.engine import evaluate as evaluate_model
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a backward pass ran on a backprop-free device")
+
+    start = _global_arrays(model_cfg)
+    ctx = _context(5, tmp_path, "adapt.method=adabn")  # partition 5: the synthetic target
+    monkeypatch.setattr(torch.Tensor, "backward", refuse)
+    monkeypatch.setattr(torch.autograd, "backward", refuse)
+    reply = train(_message(MessageType.TRAIN, start), ctx)
+    metrics = reply.content[protocol.METRICS]
+    assert metrics[protocol.IS_TARGET] == 1 and metrics[protocol.TRAIN_STEPS] == 0 and metrics[protocol.NUM_EXAMPLES] == 0
+    adapted = evaluate(_message(MessageType.EVALUATE, start), ctx).content[protocol.METRICS]
+    # the same target without renormalising: the global statistics
+    from fedsense.data.clients import load_client_data
+    from fedsense.runconfig import config_from_run
+
+    monkeypatch.undo()
+    data = load_client_data(config_from_run(ctx.run_config), {"partition-id": 5, "num-partitions": 6})
+    model = build_model(DataSpec({"acc": (3, 64), "gyro": (3, 64)}, 4), model_cfg, seed=0)
+    plain = evaluate_model(model, data.test, 4)
+    assert adapted[protocol.CONFUSION] != [int(v) for v in np.asarray(plain["confusion"]).ravel()]
+    assert adapted[protocol.COMPUTE_SECONDS] > 0
