@@ -124,3 +124,13 @@ def loss_domain_key(branch: str) -> str:
 
 def disc_acc_key(branch: str) -> str:
     return f"disc-acc.{branch}"
+
+
+# ---- generated normalisation (adapt.method generated, fedsense.generator) ----
+# evaluate replies: the device's descriptor (per modality and channel, mean and
+# std of its raw training windows) as a list of numbers; sources also send
+# NORM, the BatchNorm statistics of their own windows under the global model
+DESCRIPTOR = "descriptor"
+NORM = "norm"
+# evaluate instructions to a target: the statistics generated for it
+GENERATED = "generated"

@@ -278,10 +278,12 @@ def evaluate(msg: Message, context: Context) -> Message:
         renormalize(model, data.train)
         if sharing.method.local_norm:
             _keep_local(cfg, data, context, msg, model, sharing)
+    content = RecordDict()
+    extra: dict[str, int | list[int] | list[float]] = {}
+    if sharing.method.generated_norm:
+        _generated_norm(msg, cfg, data, model, content, extra)
     result = evaluate_model(model, data.test, num_classes)
     cm = np.asarray(result["confusion"], dtype=np.int64)
-    content = RecordDict()
-    extra: dict[str, int | list[int]] = {}
     if needs_statistics(sharing.method, cfg.adapt.alignment, cfg.adapt.branch_weights):
         # Statistics of the training windows under the new global model: the
         # next round's reference is computed with the model it starts from.
@@ -310,6 +312,26 @@ def evaluate(msg: Message, context: Context) -> Message:
         }
     )
     return Message(content, reply_to=msg)
+
+
+def _generated_norm(msg: Message, cfg: Config, data: ClientData, model: MultimodalNet, content: RecordDict,
+                    extra: dict) -> None:
+    """adapt.method generated: every device describes its raw windows (numpy,
+    no model); a source also reports the BatchNorm statistics of its windows
+    under the global model, which the server's generator learns from; a
+    target takes the statistics generated for it, if any yet."""
+    import copy
+
+    from fedsense.generator import describe, norm_keys
+
+    extra[protocol.DESCRIPTOR] = [float(v) for v in describe(data.train)]
+    if _labels_usable(cfg, data):
+        own = copy.deepcopy(model)
+        renormalize(own, data.train)
+        state = own.state_dict()
+        content[protocol.NORM] = _record({k: state[k].numpy() for k in norm_keys(own)})
+    elif protocol.GENERATED in msg.content:
+        load_arrays(model, _arrays(msg.content[protocol.GENERATED]), strict_keys=set(norm_keys(model)))
 
 
 @app.query()

@@ -27,6 +27,7 @@ from fedsense.rundir import RunDir, build_summary, checkpoint_due, resolve_run_d
 from fedsense.runconfig import config_from_run
 from fl_server.spec import nodes_to_query, query_clients, wait_for_nodes
 from strategies import AdaptationState, FedSenseStrategy
+from strategies.generation import GenerationState
 
 log = logging.getLogger("fedsense.server")
 if not log.handlers:  # the ServerApp runs in Flower's process: give our lines a home
@@ -121,6 +122,7 @@ def main(grid: Grid, context: Context) -> None:
             privacy=cfg.privacy,
             update_encoding=cfg.fed.update_encoding,
             modality_aware=cfg.fed.modality_aggregation,
+            generation=GenerationState() if method.generated_norm else None,
             fraction_train=cfg.fed.fraction_train,
             fraction_evaluate=cfg.fed.fraction_evaluate,
             min_train_nodes=min(cfg.fed.min_clients, len(nodes)),

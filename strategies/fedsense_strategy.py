@@ -28,6 +28,7 @@ from fedsense.config import PrivacyConfig
 from fedsense.metrics import macro_f1, per_class_f1, summarize
 from fedsense.privacy import add_noise, epsilon, largest_share, noise_std
 from strategies.adaptation import AdaptationState
+from strategies.generation import GenerationState
 from strategies.validation import direction_cosines, malformed_evaluation, screen
 
 log = logging.getLogger("fedsense.strategy")
@@ -174,6 +175,9 @@ class FedSenseStrategy(FedAvg):
         privacy: with ``dp`` on, devices are asked to clip their updates and
             the average gets Gaussian noise (:mod:`fedsense.privacy`); each
             round's record reports the epsilon spent so far.
+        generation: generated normalisation (``adapt.method: generated``):
+            refitted on each round's evaluate replies, its statistics sent to
+            each target in its next evaluate instruction.
         modality_aware: with ``mean``, average each modality's branch over the
             devices that have that modality only (by their windows with it),
             once some device lacks one (:func:`fedsense.aggregation.modality_mean`).
@@ -201,6 +205,7 @@ class FedSenseStrategy(FedAvg):
         privacy: PrivacyConfig | None = None,
         update_encoding: str = UNCOMPRESSED,
         modality_aware: bool = True,
+        generation: GenerationState | None = None,
         rounds_done: int = 0,
         **fedavg: Any,
     ) -> None:
@@ -221,6 +226,7 @@ class FedSenseStrategy(FedAvg):
             CODECS[update_encoding]  # unknown names fail here, listing the valid ones
         self.update_encoding = update_encoding
         self.modality_aware = modality_aware
+        self.generation = generation
         self.stats = RoundStats()
         self.totals = {"bytes_up": 0, "bytes_down": 0, "bytes_up_train": 0}
         self.current_arrays: ArrayRecord | None = None
@@ -509,6 +515,13 @@ class FedSenseStrategy(FedAvg):
         if server_round in self.projector_rounds:
             config = ConfigRecord({**dict(config), protocol.CFG_PROJECTOR: self.projector_min_count})
         messages = list(super().configure_evaluate(server_round, arrays, config, grid))
+        if self.generation is not None:
+            for msg in messages:
+                stats = self.generation.generated.get(int(msg.metadata.dst_node_id))
+                if stats is not None:  # this target's own statistics (the content is shared: copy it)
+                    content = RecordDict(dict(msg.content.items()))
+                    content[protocol.GENERATED] = ArrayRecord({k: Array(v) for k, v in stats.items()})
+                    msg.content = content
         self.stats.outgoing += messages
         self.stats.bytes_down += sum(record_nbytes(m.content) for m in messages)
         return messages
@@ -541,6 +554,8 @@ class FedSenseStrategy(FedAvg):
             if protocol.EMBEDDINGS in msg.content:
                 _add_centroids(projector, msg, role)
         self.stats.compute["evaluate"] = _compute_per_role([m.content for m in valid])
+        if self.generation is not None:
+            self.generation.update(valid, self._origin)
         record: dict[str, Any] = {}
         for role in ("target", "source"):
             if clients[role]:
@@ -550,6 +565,9 @@ class FedSenseStrategy(FedAvg):
         record["train"] = {k: v for k, v in self.stats.train.items() if k != "privacy"}
         if any(self.stats.compute.values()):
             record["compute"] = self.stats.compute
+        if self.generation is not None:
+            record["generated"] = {"targets": len(self.generation.generated),
+                                   "sources_fitted": self.generation.sources_fitted}
         if self.privacy is not None:
             spent = epsilon(self.privacy.noise_multiplier, self.releases, self.privacy.delta)
             record["privacy"] = {

@@ -22,6 +22,10 @@ class Method:
         branches: which embeddings get a domain discriminator behind a
             gradient reversal layer: none, the fused one (DANN), or every
             modality branch plus the fused one (M3BAT).
+        generated_norm: unlabeled targets receive BatchNorm statistics the
+            server generates from a description of their raw data
+            (:mod:`fedsense.generator`): no forward pass of the model to adapt,
+            no gradient.
         target_renorm: unlabeled targets recompute BatchNorm statistics on
             their own windows before evaluating, forward passes only, while
             sources share theirs (AdaBN, Li et al. 2018): adaptation for a
@@ -32,6 +36,7 @@ class Method:
     local_norm: bool = False
     branches: Literal["none", "fused", "all"] = "none"
     target_renorm: bool = False
+    generated_norm: bool = False
 
     @property
     def adversarial(self) -> bool:
@@ -45,6 +50,7 @@ for _m in (
     Method("m3bat", branches="all"),
     Method("fedbn", local_norm=True),
     Method("adabn", target_renorm=True),  # source-only FedAvg; targets renormalise, no gradient step
+    Method("generated", generated_norm=True),  # source-only FedAvg; targets get generated statistics
     # M3BAT on top of device-local normalisation statistics (FedBN/AdaBN):
     # the branches align what renormalising alone leaves shifted.
     Method("m3bat_bn", local_norm=True, branches="all"),

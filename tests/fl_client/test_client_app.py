@@ -382,3 +382,42 @@ def test_an_adabn_target_adapts_with_forward_passes_only(tmp_path, model_cfg, mo
     plain = evaluate_model(model, data.test, 4)
     assert adapted[protocol.CONFUSION] != [int(v) for v in np.asarray(plain["confusion"]).ravel()]
     assert adapted[protocol.COMPUTE_SECONDS] > 0
+
+
+def test_a_generated_target_takes_the_servers_statistics_without_a_backward_pass(tmp_path, model_cfg, monkeypatch):
+    import torch
+
+    from fedsense.generator import norm_keys
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a backward pass ran on a backprop-free device")
+
+    start = _global_arrays(model_cfg)
+    source, target = _context(0, tmp_path, "adapt.method=generated"), _context(5, tmp_path, "adapt.method=generated")
+    told = evaluate(_message(MessageType.EVALUATE, start), source).content
+    assert set(told[protocol.NORM].keys()) == set(norm_keys(build_model(
+        DataSpec({"acc": (3, 64), "gyro": (3, 64)}, 4), model_cfg)))
+    assert len(told[protocol.METRICS][protocol.DESCRIPTOR]) == 2 * (3 + 3)
+
+    monkeypatch.setattr(torch.Tensor, "backward", refuse)
+    monkeypatch.setattr(torch.autograd, "backward", refuse)
+    train(_message(MessageType.TRAIN, start), target)
+    plain = evaluate(_message(MessageType.EVALUATE, start), target).content
+    assert protocol.NORM not in plain.array_records  # a target sends its descriptor only
+    generated = {k: v.numpy() for k, v in told[protocol.NORM].items()}  # say, the source's statistics
+    msg = _message(MessageType.EVALUATE, start)
+    msg.content[protocol.GENERATED] = ArrayRecord({k: Array(v) for k, v in generated.items()})
+    given = evaluate(msg, target).content[protocol.METRICS]
+    monkeypatch.undo()
+    # the same as evaluating the global model with those statistics loaded
+    from fedsense.data.clients import load_client_data
+    from fedsense.engine import evaluate as evaluate_model
+    from fedsense.params import load_arrays
+    from fedsense.runconfig import config_from_run
+
+    model = build_model(DataSpec({"acc": (3, 64), "gyro": (3, 64)}, 4), model_cfg, seed=0)
+    load_arrays(model, {**start, **generated}, strict_keys=set(start))
+    data = load_client_data(config_from_run(target.run_config), {"partition-id": 5, "num-partitions": 6})
+    expected = evaluate_model(model, data.test, 4)["confusion"]
+    assert given[protocol.CONFUSION] == [int(v) for v in np.asarray(expected).ravel()]
+    assert given[protocol.CONFUSION] != plain[protocol.METRICS][protocol.CONFUSION]
