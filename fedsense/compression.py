@@ -54,10 +54,11 @@ class Codec:
         if not np.isfinite(top):
             return np.zeros(x.shape, self.dtype), float("nan")  # the server refuses a non-finite scale
         limit = np.iinfo(self.dtype).max
-        scale = top / limit
-        if scale == 0.0:
+        scale = float(np.float32(top / limit))  # as it travels (float32)
+        if scale == 0.0:  # nothing, or below float32's range: all of it stays in the residual
             return np.zeros(x.shape, self.dtype), 0.0
-        return np.clip(np.rint(x / scale), -limit, limit).astype(self.dtype), scale
+        q = np.rint(np.asarray(x, np.float64) / scale)
+        return np.clip(q, -limit, limit).astype(self.dtype), scale
 
     def dequantize(self, values: np.ndarray, scale: float) -> np.ndarray:
         out = values.astype(np.float32)
