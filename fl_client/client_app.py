@@ -12,6 +12,7 @@ logs and counts it and the round goes on with the other devices.
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import os
@@ -37,6 +38,7 @@ from fedsense.embeddings import class_centroids
 from fedsense.engine import evaluate as evaluate_model
 from fedsense.engine import train_supervised
 from fedsense.faults import fault_of, flip_labels, tamper
+from fedsense.generator import describe, norm_keys
 from fedsense.models import DataSpec, MultimodalNet, build_run_model
 from fedsense.params import Sharing, load_arrays, local_arrays, shared_arrays, shared_keys, sharing_of
 from fedsense.privacy import clip_update
@@ -320,10 +322,6 @@ def _generated_norm(msg: Message, cfg: Config, data: ClientData, model: Multimod
     no model); a source also reports the BatchNorm statistics of its windows
     under the global model, which the server's generator learns from; a
     target takes the statistics generated for it, if any yet."""
-    import copy
-
-    from fedsense.generator import describe, norm_keys
-
     extra[protocol.DESCRIPTOR] = [float(v) for v in describe(data.train)]
     if _labels_usable(cfg, data):
         own = copy.deepcopy(model)
