@@ -28,6 +28,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -217,17 +218,69 @@ def _log_tail(path: Path, lines: int = 4) -> str:
     return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:]) if path.exists() else ""
 
 
+# Flower's ServerApp pulls replies every 3 s; a node must stay offline longer
+# than that (and a busy machine's slack) before the same node comes back.
+RELEASE_SECONDS = 10.0
+
+
+def seconds_until_released(entry: dict | None, now: float) -> float | None:
+    """How long a device's node (its ``flwr supernode ls`` entry) must still
+    stay away before it may come back: ``None`` while the SuperLink holds it
+    online, 0 when it may start now.
+
+    A device started with a key comes back as the same node. The SuperLink
+    refuses that node while it is online (until its heartbeat is missed), and
+    answers a message the dead device had taken with "Node Unavailable" only
+    when the ServerApp next pulls replies after the node went offline. A node
+    back online before that pull leaves the message unanswered, and the round
+    waits ``fed.timeout`` for it.
+    """
+    status = (entry or {}).get("status")
+    if status == "online":
+        return None
+    if status != "offline":
+        return 0.0  # unknown, never online or unregistered: the launch tells
+    try:  # "YYYY-MM-DD HH:MM:SSZ", whole seconds (so one more)
+        since = datetime.fromisoformat(str(entry.get("offline-at"))).timestamp()
+    except ValueError:
+        return 0.0
+    return max(0.0, since + 1.0 + RELEASE_SECONDS - now)
+
+
+def _await_release(fleet: Fleet, device: Device, give_up: float) -> None:
+    """With a key: wait until the SuperLink has let the device's node go (see
+    :func:`seconds_until_released`), polling until ``give_up``."""
+    if not (fleet.auth and device.node_id is not None):
+        return  # without a key a device comes back as a new node
+    told = False
+    while True:
+        entry = next((n for n in nodes(fleet) if str(n.get("node-id")) == str(device.node_id)), None)
+        left = seconds_until_released(entry, time.time())
+        if left == 0.0:
+            return
+        if time.time() >= give_up:
+            return  # the launch is refused and says so
+        if not told:
+            log.info("%s: waiting until the SuperLink has let node %s go", device.name, device.node_id)
+            told = True
+        time.sleep(min(5.0 if left is None else left, max(0.0, give_up - time.time())))
+
+
 def start_device(fleet: Fleet, name: str, wait: float = 0.0, timeout: float = 120.0) -> Device:
     """Start device ``name``'s SuperNode; return once the SuperLink activated it.
 
-    With ``wait > 0``, a SuperNode the SuperLink refuses is started again
-    until ``wait`` seconds have passed: after a device is killed, the
-    SuperLink keeps its node online until the heartbeat times out (about a
-    minute) and refuses to activate it again before.
+    With ``wait > 0``, a device whose node the SuperLink still holds (a killed
+    device: online until its heartbeat is missed, about a minute) is started
+    once the node has been offline for :data:`RELEASE_SECONDS`, so what the
+    dead device left unanswered is answered "Node Unavailable" first; a
+    SuperNode the SuperLink refuses anyway is started again until ``wait``
+    seconds have passed.
     """
     device = fleet.device(name)
     give_up = time.time() + wait
     while True:
+        if wait > 0:
+            _await_release(fleet, device, give_up)
         outcome = _activation(fleet, device, _launch(fleet, device), timeout)
         if outcome == "online":
             return device

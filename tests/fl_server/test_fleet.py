@@ -5,6 +5,7 @@ The real SuperLink/SuperNode runs are in test_fleet_deployment.py (``make test-f
 from __future__ import annotations
 
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -167,3 +168,18 @@ def test_cli_certs_for_a_real_superlink(tmp_path, capsys):
     assert san.get_values_for_type(x509.DNSName) == ["fl.example.org"]
     assert [str(a) for a in san.get_values_for_type(x509.IPAddress)] == ["10.0.0.5"]
     assert "--ssl-certfile" in capsys.readouterr().out
+
+
+def test_a_killed_devices_node_comes_back_only_after_the_superlink_let_it_go():
+    """The same node back before the ServerApp's next pull of replies would
+    leave the dead device's message unanswered until fed.timeout."""
+    offline_at = datetime(2026, 11, 22, 20, 0, 0, tzinfo=UTC)
+    entry = {"node-id": "7", "status": "offline", "offline-at": "2026-11-22 20:00:00Z"}
+    t0 = offline_at.timestamp()
+    assert fleet.seconds_until_released({**entry, "status": "online"}, t0) is None  # held: wait for the heartbeat
+    assert fleet.seconds_until_released(entry, t0) == pytest.approx(1.0 + fleet.RELEASE_SECONDS)
+    assert fleet.seconds_until_released(entry, t0 + 4.0) == pytest.approx(fleet.RELEASE_SECONDS - 3.0)
+    assert fleet.RELEASE_SECONDS > 3.0  # longer than Flower's pull interval
+    assert fleet.seconds_until_released(entry, t0 + 1.0 + fleet.RELEASE_SECONDS) == 0.0
+    assert fleet.seconds_until_released({"node-id": "7", "status": "registered", "offline-at": "N/A"}, t0) == 0.0
+    assert fleet.seconds_until_released(None, t0) == 0.0  # unknown node: the launch itself is refused, named
