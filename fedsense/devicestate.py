@@ -7,10 +7,12 @@ run: without a copy on disk every device would start its local parts over
 and the resumed federation would drift from the uninterrupted one.
 
 Each save is stamped with the round and phase that produced it
-(``local-<round>-<phase>.npz``, phase 0 training, 1 evaluation); a device
+(``<kind>-<round>-<phase>.npz``, phase 0 training, 1 evaluation); a device
 loads the newest state produced *before* the step it is about to take, so a
 state written during a round the server never completed is ignored on
-resume. Files older than the previous round are removed.
+resume. Files older than the previous round are removed. Kinds:
+``local`` (the device-only parameters) and ``residual`` (error feedback's
+rounding residual under compressed updates, see fedsense.compression).
 """
 
 from __future__ import annotations
@@ -26,35 +28,40 @@ from fedsense.data.base import DatasetError
 from fedsense.fileio import atomic_write
 
 PHASES = {"train": 0, "evaluate": 1}
-_NAME = re.compile(r"local-(\d{4,})-([01])\.npz")
+KINDS = ("local", "residual")
 
 
-def _stamps(directory: Path) -> list[tuple[int, int, Path]]:
+def _stamps(directory: Path, kind: str) -> list[tuple[int, int, Path]]:
+    if kind not in KINDS:
+        raise ValueError(f"device state kind {kind!r}: valid kinds are {', '.join(KINDS)}")
     if not directory.is_dir():
         return []
+    name = re.compile(rf"{kind}-(\d{{4,}})-([01])\.npz")
     found = []
     for path in directory.iterdir():
-        if m := _NAME.fullmatch(path.name):
+        if m := name.fullmatch(path.name):
             found.append((int(m.group(1)), int(m.group(2)), path))
     return sorted(found)
 
 
-def save_local(directory: str | Path, server_round: int, phase: str, arrays: Mapping[str, np.ndarray]) -> Path:
-    """Store the device-only arrays produced by ``phase`` of ``server_round``."""
+def save_local(directory: str | Path, server_round: int, phase: str, arrays: Mapping[str, np.ndarray],
+               kind: str = "local") -> Path:
+    """Store the device-only arrays (of ``kind``) produced by ``phase`` of ``server_round``."""
     directory = Path(directory)
+    stamps = _stamps(directory, kind)
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"local-{server_round:04d}-{PHASES[phase]}.npz"
+    path = directory / f"{kind}-{server_round:04d}-{PHASES[phase]}.npz"
     atomic_write(path, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()}))
-    for r, _, old in _stamps(directory):
+    for r, _, old in stamps:
         if r < server_round - 1:
             old.unlink(missing_ok=True)
     return path
 
 
-def load_local(directory: str | Path, server_round: int, phase: str) -> dict[str, np.ndarray] | None:
-    """The newest device-only arrays saved before ``phase`` of ``server_round``, or None."""
+def load_local(directory: str | Path, server_round: int, phase: str, kind: str = "local") -> dict[str, np.ndarray] | None:
+    """The newest device-only arrays (of ``kind``) saved before ``phase`` of ``server_round``, or None."""
     before = (server_round, PHASES[phase])
-    candidates = [path for r, p, path in _stamps(Path(directory)) if (r, p) < before]
+    candidates = [path for r, p, path in _stamps(Path(directory), kind) if (r, p) < before]
     if not candidates:
         return None
     path = candidates[-1]

@@ -245,13 +245,17 @@ def train(msg: Message, context: Context) -> Message:
         shared = clip_update(shared, _arrays(msg.content[protocol.ARRAYS]), float(config[protocol.CFG_CLIPPING_NORM]))
     if fault in ("nan", "sign_flip", "scale"):
         shared = tamper(fault, shared, _arrays(msg.content[protocol.ARRAYS]), cfg.faults.scale_factor)
-    return Message(RecordDict({**_packed_update(cfg, msg, context, shared), protocol.METRICS: metrics}), reply_to=msg)
+    update = _packed_update(cfg, msg, context, shared, _state_dir(cfg, data, context))
+    return Message(RecordDict({**update, protocol.METRICS: metrics}), reply_to=msg)
 
 
-def _packed_update(cfg: Config, msg: Message, context: Context, shared: dict[str, np.ndarray]) -> dict[str, ArrayRecord]:
+def _packed_update(cfg: Config, msg: Message, context: Context, shared: dict[str, np.ndarray],
+                   directory: Path | None) -> dict[str, ArrayRecord]:
     """The trained arrays as the server asked for them: as they are, or their
     change against the global arrays compressed (``fedsense.compression``),
-    this round's rounding error kept for the next round (error feedback)."""
+    this round's rounding error kept for the next round (error feedback) in
+    ``context.state`` and on the device's disk (``directory``), so a resumed
+    run carries it over as well."""
     encoding = str(msg.content[protocol.CONFIG].get(protocol.CFG_UPDATE_ENCODING, UNCOMPRESSED))
     if encoding == UNCOMPRESSED:
         return {protocol.ARRAYS: _record(shared)}
@@ -259,12 +263,20 @@ def _packed_update(cfg: Config, msg: Message, context: Context, shared: dict[str
         raise ConfigError(f"the server asks for update encoding '{encoding}', which this device does not know "
                           f"(valid: {', '.join(ENCODINGS)})")
     reference = _arrays(msg.content[protocol.ARRAYS])
-    residual = _arrays(context.state[RESIDUAL_STATE]) if RESIDUAL_STATE in context.state else None
-    if residual is not None and set(residual) != set(reference):
+    server_round = int(msg.content[protocol.CONFIG][protocol.CFG_ROUND])
+    residual = None
+    if RESIDUAL_STATE in context.state:
+        residual = _arrays(context.state[RESIDUAL_STATE])
+    elif directory is not None:  # a resumed run: the residual of the last completed round
+        residual = load_local(directory, server_round, "train", kind="residual")
+    if residual is not None and (set(residual) != set(reference)
+                                 or any(residual[k].shape != np.shape(reference[k]) for k in reference)):
         residual = None  # another model's residual: nothing to carry over
     packed, error = encode(shared, reference, encoding, residual if cfg.fed.error_feedback else None)
     if cfg.fed.error_feedback:
         context.state[RESIDUAL_STATE] = _record(error)
+        if directory is not None:
+            save_local(directory, server_round, "train", error, kind="residual")
     return {protocol.UPDATE: _record({protocol.UPDATE_VALUES: packed.values, protocol.UPDATE_SCALES: packed.scales})}
 
 

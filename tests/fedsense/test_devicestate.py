@@ -27,3 +27,15 @@ def test_old_rounds_are_removed_and_damage_is_named(tmp_path):
     (tmp_path / "local-0005-0.npz").write_bytes(b"not a zip")
     with pytest.raises(DatasetError, match="local-0005-0.npz"):
         load_local(tmp_path, 6, "train")
+
+
+def test_kinds_are_kept_apart_and_an_unknown_kind_is_named(tmp_path):
+    save_local(tmp_path, 1, "train", {"bn": np.full(2, 1.0)})
+    save_local(tmp_path, 1, "train", {"w": np.full(2, 0.5)}, kind="residual")
+    assert set(load_local(tmp_path, 2, "train")) == {"bn"}
+    assert set(load_local(tmp_path, 2, "train", kind="residual")) == {"w"}
+    for r in range(2, 5):  # each kind's old rounds go, the other kind's stay
+        save_local(tmp_path, r, "train", {"w": np.zeros(1)}, kind="residual")
+    assert (tmp_path / "local-0001-0.npz").exists() and not (tmp_path / "residual-0001-0.npz").exists()
+    with pytest.raises(ValueError, match="'weights'"):
+        save_local(tmp_path, 1, "train", {}, kind="weights")

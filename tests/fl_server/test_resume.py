@@ -25,11 +25,12 @@ ROUNDS = 4
 
 
 def _overrides(tmp: Path) -> list[str]:
-    # M3BAT on device-local BatchNorm with the statistics reference: server
-    # state (reference, schedule) and device state (BN statistics,
-    # discriminators) must both survive the kill.
+    # M3BAT on device-local BatchNorm with the statistics reference, int8
+    # updates with error feedback: server state (reference, schedule) and
+    # device state (BN statistics, discriminators, rounding residual) must all
+    # survive the kill.
     return [f"fed.rounds={ROUNDS}", "adapt.method=m3bat_bn", "adapt.alignment=statistics",
-            f"data.cache_dir={tmp / 'cache'}"]
+            "fed.update_encoding=int8", f"data.cache_dir={tmp / 'cache'}"]
 
 
 def _kill_everything(cli: subprocess.Popen, home: Path) -> list[int]:
