@@ -100,6 +100,9 @@ class TrainConfig:
     single_modality: Literal["none", "distill", "labels"] = "none"
     single_modality_weight: float = 1.0
     distill_temperature: float = 2.0
+    # distil on unlabeled windows too (an unlabeled target's): there the teacher
+    # is the model being adapted, and following it undid the adaptation (README)
+    distill_unlabeled: bool = False
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,12 @@ that has every modality also trains each one-modality path of the model
 
 - ``distill`` (EdgeVL-style cross-modal distillation): toward the full
   model's prediction on the same window, ``T^2 * KL(softmax(z/T) ||
-  softmax(z_m/T))`` with the full logits ``z`` as a fixed teacher; works on
-  unlabeled windows too;
+  softmax(z_m/T))`` with the full logits ``z`` as a fixed teacher, on
+  labelled windows (the label itself is not used). With
+  ``train.distill_unlabeled`` also on unlabeled ones — an unlabeled
+  target's, where the teacher is the model being adapted (in the federated
+  M3BAT-BN experiment that undid the adaptation late in training; README,
+  "Heterogeneous devices");
 - ``labels``: cross-entropy of each path with the window's label
   (labelled windows only), the baseline distillation is compared with.
 
@@ -30,11 +34,12 @@ MODES = ("none", "distill", "labels")
 
 def single_modality_loss(
     model: MultimodalNet, x: dict[str, Tensor], mask: dict[str, Tensor] | None, full: NetOutput, y: Tensor,
-    mode: str, temperature: float = 2.0,
+    mode: str, temperature: float = 2.0, unlabeled: bool = False,
 ) -> Tensor | None:
     """The mean over modalities of each one-modality path's loss on the
-    windows that have every modality; None when there is nothing to learn
-    (mode ``none``, one modality, no such window, no label for ``labels``)."""
+    windows that have every modality and a label (``distill`` with
+    ``unlabeled``: with a label or not); None when there is nothing to learn
+    (mode ``none``, one modality, no such window)."""
     if mode == "none" or len(model.modalities) < 2:
         return None
     batch = full.logits.shape[0]
@@ -42,7 +47,7 @@ def single_modality_loss(
     if mask is not None:
         for m in model.modalities:
             rows &= mask[m] > 0
-    if mode == "labels":
+    if mode == "labels" or not unlabeled:
         rows &= y >= 0
     if int(rows.sum()) < 2:  # BatchNorm cannot train on one window
         return None

@@ -116,7 +116,8 @@ def single_modality_term(model: nn.Module, x: dict[str, Tensor], mask: dict[str,
 
     if cfg.single_modality == "none" or cfg.single_modality_weight == 0:
         return torch.zeros(())
-    extra = single_modality_loss(model, x, mask, out, y, cfg.single_modality, cfg.distill_temperature)  # type: ignore[arg-type]
+    extra = single_modality_loss(model, x, mask, out, y, cfg.single_modality,  # type: ignore[arg-type]
+                                 cfg.distill_temperature, cfg.distill_unlabeled)
     return torch.zeros(()) if extra is None else cfg.single_modality_weight * extra
 
 

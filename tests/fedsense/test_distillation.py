@@ -34,6 +34,17 @@ def test_the_loss_uses_windows_with_every_modality_and_reaches_each_path():
     masked = single_modality_loss(model, x, mask, model(x, mask), y, "labels")
     torch.testing.assert_close(masked, part)
     assert single_modality_loss(model, x, None, full, torch.full((12,), -1), "labels") is None
+    # distillation needs no label, but by default keeps to labelled windows:
+    # on an unlabeled target the teacher is the model being adapted
+    unlabeled = torch.tensor([-1] * 6 + [0, 1, 2, 3, 0, 1])
+    model.eval()  # per-window outputs: the same teacher on 12 windows or on 6
+    full = model(x)
+    assert single_modality_loss(model, x, None, full, torch.full((12,), -1), "distill") is None
+    torch.testing.assert_close(
+        single_modality_loss(model, x, None, full, unlabeled, "distill"),
+        single_modality_loss(model, {m: v[6:] for m, v in x.items()}, None, model(
+            {m: v[6:] for m, v in x.items()}), unlabeled[6:], "distill"))
+    assert single_modality_loss(model, x, None, full, torch.full((12,), -1), "distill", unlabeled=True) is not None
 
 
 def test_distillation_gives_a_device_without_its_gyroscope_a_better_model():
