@@ -19,11 +19,15 @@ import numpy as np
 from fedsense.data.base import Dataset, DatasetError
 
 
+def _salt(modality: str) -> int:
+    """Another random draw per modality, stable across Python runs (unlike hash())."""
+    return sum(ord(c) for c in modality)
+
+
 def devices_without(modality: str, fraction: float, num_devices: int, seed: int) -> set[int]:
     """The ``round(fraction * num_devices)`` devices (partition ids) that lack ``modality``."""
     count = int(round(fraction * num_devices))
-    salt = sum(ord(c) for c in modality)  # another draw per modality, stable across Python runs
-    order = np.random.default_rng([seed, salt, 7]).permutation(num_devices)
+    order = np.random.default_rng([seed, _salt(modality), 7]).permutation(num_devices)
     return {int(d) for d in order[:count]}
 
 
@@ -49,7 +53,7 @@ def apply_missing(
             ds = without(ds, modality)
     for modality, rate in drop_window.items():
         if rate > 0:
-            rng = np.random.default_rng([seed, pid, part, sum(ord(c) for c in modality), 11])
+            rng = np.random.default_rng([seed, pid, part, _salt(modality), 11])
             ds = without(ds, modality, rng.random(len(ds)) < rate)
     if len(ds) and not any(ds.present(m).any() for m in ds.x):
         raise DatasetError(f"device {pid}: data.drop_modality/drop_window leave it no modality at all")
