@@ -142,16 +142,20 @@ def modality_mean(
     a branch nobody had this round keeps ``current``. Only branch keys are
     returned: the rest is the caller's ordinary average."""
     out: Arrays = {}
-    for m in modalities:
-        keys = [k for k in replies[0] if branch_of(k, modalities) == m]
-        if not keys:
+    for key in replies[0]:
+        m = branch_of(key, modalities)
+        if m is None:
             continue
-        have = [i for i in range(len(replies)) if windows[i][m] > 0]
-        w = [weights[i] if weights is not None else windows[i][m] for i in have]
-        chosen = [(i, wi) for i, wi in zip(have, w) if wi > 0]
-        if not chosen:  # nobody had the branch this round
-            out.update({k: current[k] for k in keys})
+        w = [(weights[i] if weights is not None else windows[i][m]) if windows[i][m] > 0 else 0.0
+             for i in range(len(replies))]
+        total = sum(w)
+        if total <= 0:
+            out[key] = current[key]
             continue
-        out.update(weighted_mean([{k: replies[i][k] for k in keys} for i, _ in chosen], [wi for _, wi in chosen],
-                                 AggregationSettings()))
+        if not np.issubdtype(replies[0][key].dtype, np.floating):  # BatchNorm's step counter
+            out[key] = np.median(np.stack([r[key] for r, wi in zip(replies, w) if wi > 0]), axis=0).astype(
+                replies[0][key].dtype)
+            continue
+        out[key] = sum(r[key].astype(np.float64) * (wi / total) for r, wi in zip(replies, w) if wi > 0).astype(
+            replies[0][key].dtype)
     return out
