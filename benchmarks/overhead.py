@@ -15,6 +15,8 @@ federated round's seconds over it. Writes benchmarks/results/overhead.json.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import argparse
 import os
 import pickle
@@ -44,7 +46,6 @@ BASE = [
 
 def pure_compute(overrides: list[str]) -> dict[str, float]:
     """Seconds per part for one round of every client's work, one thread, no Flower."""
-    from fedsense.adaptation import METHODS
     from fedsense.config import load
     from fedsense.data.clients import load_client_data, num_clients
     from fedsense.engine import evaluate, train_supervised
@@ -54,7 +55,7 @@ def pure_compute(overrides: list[str]) -> dict[str, float]:
     torch.set_num_threads(1)
     cfg = load(SYNTHETIC, overrides)
     n = num_clients(cfg)
-    sharing = sharing_of(METHODS[cfg.adapt.method], cfg.adapt.alignment)
+    sharing = sharing_of(cfg)
     parts = {"data": 0.0, "model": 0.0, "train": 0.0, "evaluate": 0.0}
     # Warm-up, untimed: torch's first backward pass sets up kernels (an actor
     # pays this once per process, in round 1, as this process does here).
@@ -92,14 +93,13 @@ def serialisation_seconds(overrides: list[str], repeats: int = 20) -> float:
     (how Ray moves them) and back, in seconds."""
     from flwr.app import Array, ArrayRecord, RecordDict
 
-    from fedsense.adaptation import METHODS
     from fedsense.config import load
     from fedsense.models import DataSpec, build_run_model
     from fedsense.params import shared_arrays, sharing_of
 
     cfg = load(SYNTHETIC, overrides)
     spec = DataSpec(shapes={"acc": (3, 128), "gyro": (3, 128)}, num_classes=6)
-    arrays = shared_arrays(build_run_model(spec, cfg), sharing_of(METHODS["none"], "statistics"))
+    arrays = shared_arrays(build_run_model(spec, cfg), sharing_of(replace(cfg, adapt=replace(cfg.adapt, method="none"))))
     times = []
     for _ in range(repeats):
         t = time.perf_counter()

@@ -13,13 +13,13 @@ from collections.abc import Callable
 
 import numpy as np
 
-from fedsense.adaptation import METHODS
 from fedsense.adaptation.schedules import reversal_coefficient
 from fedsense.adaptation.training import Adversarial, train_adversarial
 from fedsense.config import Config
 from fedsense.data.base import Dataset
 from fedsense.data.clients import ClientData, load_client_data, num_clients
 from fedsense.engine import evaluate, train_supervised
+from fedsense.methods import METHODS
 from fedsense.metrics import summarize
 from fedsense.models import DataSpec, build_run_model, count_parameters
 from fedsense.params import shared_arrays, sharing_of
@@ -50,7 +50,7 @@ def run_centralized(cfg: Config, run: RunDir, on_round: Callable[[], None] | Non
     method = METHODS[cfg.adapt.method]
     # Adversarial methods also see the targets' unlabeled training windows,
     # as in the federation; everything else trains on the sources alone.
-    members = [c for c in clients if c.role == "source" or (method.adversarial and c.role == "target")]
+    members = [c for c in clients if c.role == "source" or (method.pooled_adversarial and c.role == "target")]
     pooled = concat([c.train for c in members])
     domain = np.concatenate(
         [c.domain_labels() for c in members]
@@ -58,12 +58,12 @@ def run_centralized(cfg: Config, run: RunDir, on_round: Callable[[], None] | Non
     num_classes = len(pooled.classes) or int(pooled.y.max()) + 1
     spec = DataSpec(shapes=pooled.shapes(), num_classes=num_classes)
     model = build_run_model(spec, cfg)
-    sharing = sharing_of(method, cfg.adapt.alignment)
+    sharing = sharing_of(cfg)
     history: list[dict] = []
     for r in range(1, cfg.fed.rounds + 1):
         kwargs = dict(epochs=cfg.train.local_epochs, lr=cfg.train.lr, seed=cfg.seed * 1_000_003 + r)
         record: dict = {}
-        if method.adversarial:
+        if method.pooled_adversarial:
             # Pooled data hold both domains: the discriminators learn from the
             # true domain labels (classic DANN/M3BAT), the upper bound.
             adv = Adversarial(

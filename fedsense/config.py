@@ -63,6 +63,7 @@ class DataConfig:
     path: str = ""  # npz file, or the HAPT .pkl.gz (empty: the installed package's copy)
     target_domains: list[int] = field(default_factory=list)
     modalities: list[str] = field(default_factory=list)  # empty: all in the dataset
+    subjects: list[int] = field(default_factory=list)  # keep only these subjects (empty: all)
     window: int = 128  # HAPT: samples per window (2.56 s at 50 Hz)
     step: int = 64  # HAPT: hop between windows (50 % overlap)
     test_fraction: float = 0.3  # per client and class, the later part held out
@@ -135,17 +136,32 @@ class FedConfig:
 
 @dataclass(frozen=True)
 class AdaptConfig:
-    """Domain adaptation (see DESIGN.md and ``fedsense.adaptation``)."""
+    """Domain adaptation (``fedsense.methods``, docs/methods.md)."""
 
-    method: str = "none"  # none | dann | m3bat | fedbn
-    alignment: Literal["federated", "statistics"] = "statistics"  # see README: Adaptation
+    method: str = "none"  # a name of fedsense.methods.METHODS
+    alignment: Literal["federated", "statistics"] = "statistics"  # dann/m3bat: global or device-local discriminators
     lambda_max: float = 1.0  # scale of DANN's reversal schedule
     domain_weight: float = 1.0  # weight of the adversarial loss against the task loss
     branch_weights: Literal["fixed", "shift"] = "fixed"
     weights: dict[str, float] = field(default_factory=dict)  # branch -> weight (default 1)
     disc_hidden: int = 64
-    stats_min_count: int = 32  # fewer windows: a client reports no statistics
+    stats_min_count: int = 32  # fewer windows (of a class, for class statistics): nothing reported
     stats_noise: float = 0.0  # std of Gaussian noise added to reported statistics
+    # federated discriminators (alignment: federated), FADE's safeguards:
+    warmup: float = 0.25  # share of the rounds trained source-only before adversarial steps
+    disc_steps: int = 5  # a device updates the discriminators in its first this many steps (0: all)
+    disc_reset_loss: float = 0.2  # a branch whose pooled domain loss falls below this is reset (0: never)
+    # m3bat_local (device-local adaptation of unlabeled devices):
+    calibration: bool = True  # a linear map of each 3-axis modality, fitted and chosen without labels
+    self_training: bool = True  # information maximisation + centroid pseudo-labels on local parameters
+    align_branches: Literal["all", "fused", "none"] = "all"  # class-conditional alignment on these branches
+    class_conditional: bool = True  # False: align each branch's embeddings as a whole
+    moment_weight: float = 1.0  # weight of the class-mean term beside each branch's discriminator
+    self_training_epochs: int = 3
+    self_training_lr: float = 0.001
+    self_training_beta: float = 0.3  # weight of the centroid pseudo-label cross-entropy
+    self_training_threshold: float = 0.9  # pseudo-labels only on windows predicted at least this confidently
+    self_training_anchor: float = 1.0  # quadratic pull toward the starting parameters (a cap on drift)
 
 
 @dataclass(frozen=True)
@@ -376,6 +392,15 @@ def _check_values(cfg: Config) -> None:
         (cfg.adapt.disc_hidden >= 1, "adapt.disc_hidden: must be at least 1"),
         (cfg.adapt.stats_min_count >= 2, "adapt.stats_min_count: must be at least 2"),
         (cfg.adapt.stats_noise >= 0, "adapt.stats_noise: must be non-negative"),
+        (0.0 <= cfg.adapt.warmup < 1.0, "adapt.warmup: must be a share of the rounds in [0, 1)"),
+        (cfg.adapt.disc_steps >= 0, "adapt.disc_steps: must be 0 (every step) or positive"),
+        (cfg.adapt.disc_reset_loss >= 0, "adapt.disc_reset_loss: must be 0 (never) or positive"),
+        (cfg.adapt.moment_weight >= 0, "adapt.moment_weight: must be non-negative"),
+        (cfg.adapt.self_training_epochs >= 1, "adapt.self_training_epochs: must be at least 1"),
+        (cfg.adapt.self_training_lr > 0, "adapt.self_training_lr: must be positive"),
+        (cfg.adapt.self_training_beta >= 0, "adapt.self_training_beta: must be non-negative"),
+        (0.0 <= cfg.adapt.self_training_threshold <= 1.0, "adapt.self_training_threshold: must be in [0, 1]"),
+        (cfg.adapt.self_training_anchor >= 0, "adapt.self_training_anchor: must be non-negative"),
         (all(w >= 0 for w in cfg.adapt.weights.values()), "adapt.weights: must be non-negative"),
         (
             all(1 <= r <= cfg.fed.rounds for r in cfg.output.projector_rounds),
@@ -407,7 +432,7 @@ def _check_values(cfg: Config) -> None:
         if not ok:
             raise ConfigError(message)
     # Names checked against their registries (imported late: registries import torch).
-    from fedsense.adaptation import METHODS
+    from fedsense.methods import METHODS
     from fedsense.aggregation import AGGREGATORS
     from fedsense.compression import ENCODINGS
     from fedsense.models import ENCODERS, FUSIONS

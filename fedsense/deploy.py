@@ -19,13 +19,14 @@ import torch
 from torch import Tensor, nn
 
 from fedsense import protocol
-from fedsense.adaptation import METHODS
+from fedsense.methods import METHODS
 from fedsense.config import Config, ConfigError, load
 from fedsense.data.base import Dataset
 from fedsense.data.clients import ClientData, load_client_data, num_clients
 from fedsense.devicestate import load_local
 from fedsense.metrics import confusion, summarize
 from fedsense.models import DataSpec, MultimodalNet, build_run_model
+from fedsense.methods.base import ADAPTED, METHOD_STATE
 from fedsense.params import load_arrays, shared_keys, sharing_of
 
 # A predictor: modality inputs {"x_<m>": (B, C, T) float32} -> logits (B, K)
@@ -93,7 +94,7 @@ class RunModels:
             raise ConfigError(f"{path}: a {cfg.fed.mode} run; export takes a federated run's checkpoint")
         with np.load(checkpoint) as stored:
             arrays = {k: stored[k] for k in stored.files}
-        per_device = METHODS[cfg.adapt.method].local_norm
+        per_device = METHODS[cfg.adapt.method].device_models
         return cls(path, cfg, arrays, per_device)
 
     def clients(self) -> int:
@@ -110,22 +111,24 @@ class RunModels:
         devices keep nothing of their own)."""
         if device is None and self.per_device:
             raise ConfigError(
-                f"{self.path}: adapt.method '{self.cfg.adapt.method}' keeps BatchNorm statistics on each "
-                f"device; name the device whose model to export with --device N (0..{self.clients() - 1})")
+                f"{self.path}: adapt.method '{self.cfg.adapt.method}' keeps parameters of each device's own "
+                f"(BatchNorm statistics, calibration); name the device whose model to export with --device N (0..{self.clients() - 1})")
         if data is None:
             data = self.client_data(0 if device is None else device)
         num_classes = int(self.arrays["classifier.1.bias"].shape[0])
         # float weights as trained (a train.qat run's rounding is applied by the int8 export)
         model = build_run_model(DataSpec(shapes=data.train.shapes(), num_classes=num_classes), self.cfg, qat=False)
-        sharing = sharing_of(METHODS[self.cfg.adapt.method], self.cfg.adapt.alignment)
+        sharing = sharing_of(self.cfg)
         load_arrays(model, self.arrays, strict_keys=shared_keys(model, sharing))
         if self.per_device and device is not None:
             # the newest state the device kept: after the last round's evaluation
             local = load_local(self.path / "devices" / str(device), 1 << 30, "train")
             if local is None:
                 raise ConfigError(f"{self.path}: no device state under devices/{device}/ to export its model with")
-            load_arrays(model, {k: v for k, v in local.items() if not k.startswith("discriminators.")},
-                        strict_keys=set())
+            # the device's kept parameters, then what it adapted for its last evaluation (m3bat_local)
+            kept = {k: v for k, v in local.items() if not k.startswith(("discriminators.", METHOD_STATE))}
+            adapted = {k[len(ADAPTED):]: v for k, v in local.items() if k.startswith(ADAPTED)}
+            load_arrays(model, {**kept, **adapted}, strict_keys=set())
         return model.eval()
 
     def devices(self) -> Iterator[tuple[ClientData, MultimodalNet]]:

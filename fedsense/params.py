@@ -1,66 +1,63 @@
 """Which parameters are shared with the server and which stay on the device.
 
-One function decides it (:func:`is_shared`), so aggregation, checkpoints and
-the client's local state agree. Shared parameters travel as numpy arrays
-keyed by their ``state_dict`` name; local ones live in the client's state.
+The run's method decides it (:meth:`fedsense.methods.Method.shared` and
+``kept``), and everything asks through :class:`Sharing`, so aggregation,
+checkpoints and the client's local state agree. Shared parameters travel as
+numpy arrays keyed by their ``state_dict`` name; kept ones live in the
+device's state between messages.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
-from fedsense.adaptation import Method
+from fedsense.config import Config
 
-_STATS = ("running_mean", "running_var")
+if TYPE_CHECKING:  # the methods load arrays with this module's functions
+    from fedsense.methods.base import Method
 
 
 @dataclass(frozen=True)
 class Sharing:
-    """The sharing rule of a run.
+    """The sharing rule of a run: its method under its config (``adapt.alignment``
+    decides, for instance, whether discriminators are global)."""
 
-    Attributes:
-        method: the adaptation method; ``local_norm`` keeps BatchNorm running
-            statistics on the device (FedBN/AdaBN). Affine parameters stay
-            shared: an unlabeled target could never learn its own.
-        local_discriminators: discriminators stay on the device (the
-            statistics-reference design); otherwise they are global
-            (federated discriminators).
-    """
+    method: "Method"
+    cfg: Config = field(default_factory=Config)
 
-    method: Method
-    local_discriminators: bool = False
+    def shared(self, key: str) -> bool:
+        return self.method.shared(key, self.cfg)
+
+    def kept(self, key: str, model: nn.Module, labelled: bool = False) -> bool:
+        return self.method.kept(key, self.cfg, model, labelled)  # type: ignore[arg-type]
 
 
-def sharing_of(method: Method, alignment: str) -> Sharing:
-    """The sharing rule of a method under an ``adapt.alignment``."""
-    return Sharing(method, local_discriminators=method.adversarial and alignment == "statistics")
+def sharing_of(cfg: Config) -> Sharing:
+    """The sharing rule of the run ``cfg`` describes."""
+    from fedsense.methods import METHODS
+
+    return Sharing(METHODS[cfg.adapt.method], cfg)
 
 
-def _as_sharing(rule: Sharing | Method) -> Sharing:
+def _as_sharing(rule: "Sharing | Method") -> Sharing:
     return rule if isinstance(rule, Sharing) else Sharing(rule)
 
 
-def is_shared(name: str, model: nn.Module, rule: Sharing | Method) -> bool:
+def is_shared(name: str, model: nn.Module, rule: "Sharing | Method") -> bool:
     """True when parameter/buffer ``name`` of ``model`` is aggregated by the server."""
-    rule = _as_sharing(rule)
-    if name.endswith("num_batches_tracked"):
-        return False  # a counter, not a parameter: averaging it means nothing
-    if rule.method.local_norm and name.endswith(_STATS):
-        return False
-    if rule.local_discriminators and name.startswith("discriminators."):
-        return False
-    return True
+    return _as_sharing(rule).shared(name)
 
 
-def shared_keys(model: nn.Module, rule: Sharing | Method) -> set[str]:
+def shared_keys(model: nn.Module, rule: "Sharing | Method") -> set[str]:
     return {k for k in model.state_dict() if is_shared(k, model, rule)}
 
 
-def shared_arrays(model: nn.Module, rule: Sharing | Method) -> dict[str, np.ndarray]:
+def shared_arrays(model: nn.Module, rule: "Sharing | Method") -> dict[str, np.ndarray]:
     """The shared part of ``model.state_dict()`` as numpy copies."""
     return {
         k: v.detach().cpu().numpy().copy()
@@ -69,12 +66,14 @@ def shared_arrays(model: nn.Module, rule: Sharing | Method) -> dict[str, np.ndar
     }
 
 
-def local_arrays(model: nn.Module, rule: Sharing | Method) -> dict[str, np.ndarray]:
-    """The device-only part of ``model.state_dict()``."""
+def local_arrays(model: nn.Module, rule: "Sharing | Method", labelled: bool = False) -> dict[str, np.ndarray]:
+    """The part of ``model.state_dict()`` a device keeps as its own (what is
+    not shared; under real FedBN a labelled device's affine parameters too)."""
+    rule = _as_sharing(rule)
     return {
         k: v.detach().cpu().numpy().copy()
         for k, v in model.state_dict().items()
-        if not is_shared(k, model, rule)
+        if rule.kept(k, model, labelled)
     }
 
 

@@ -4,7 +4,8 @@ Line charts are drawn with Pillow (a requirement of tensorboard), so no
 plotting library is needed: ``learning_curves`` writes ``macro_f1.png``
 (target solid, source dashed, a colour per run) and, when any run adapts,
 ``disc_acc.png`` (one panel per branch; 0.5 means the discriminator can no
-longer tell the domains apart).
+longer tell the domains apart) and, for ``m3bat_local``, ``self_training.png``
+(what the unlabeled devices' self-training did each round).
 """
 
 from __future__ import annotations
@@ -71,6 +72,16 @@ def learning_curves(runs: Mapping[str, Sequence[Mapping[str, Any]]], out_dir: st
             for b in branches
         ]
         paths.append(_save(panels, out / "disc_acc.png"))
+    if any(dotted(rec, "adapt.targets") for records in runs.values() for rec in records):
+        # m3bat_local's unlabeled devices: would self-training collapse, it would show here
+        panels = [
+            Panel(title, lines=[Line(label, series(records, f"adapt.targets.{key}"), colour[label])
+                                for label, records in runs.items()])
+            for key, title in (("min_class_share", "targets: smallest predicted class share (collapse: 0)"),
+                               ("confident", "targets: share of windows with a confident pseudo-label"),
+                               ("kept", "targets: share keeping their self-training step"))
+        ]
+        paths.append(_save(panels, out / "self_training.png"))
     return paths
 
 

@@ -85,6 +85,21 @@ def shape_keys(modality: str) -> tuple[str, str]:
 # ---- adaptation ------------------------------------------------------------
 # ConfigRecord keys, server -> client (train)
 CFG_COEFF = "adapt-coeff"  # gradient reversal coefficient of this round
+# 0: a warm-up round of federated discriminators (FADE): train on labels only
+CFG_ADAPT_ACTIVE = "adapt-active"
+
+# m3bat_local (fedsense.methods.local; array layouts in fedsense.methods.wire)
+# sources -> server (evaluate) -> targets (evaluate instructions):
+RAW = "raw"  # per class and 3-axis modality: count, mean and covariance of window means, energy
+CLASS_STATS = "class-stats"  # per class and branch: count, mean and variance of embeddings
+# targets -> server (evaluate): what their adaptation did this round (numbers)
+SELFTRAIN_PREFIX = "selftrain."
+ST_CALIBRATION_CHANGED = "selftrain.calibration_changed"  # 1: the chosen calibration differs from last round's
+ST_NORM_LOCAL = "selftrain.norm_local"  # 1: evaluated with its own BatchNorm statistics
+
+
+def selftrain_key(name: str) -> str:
+    return f"{SELFTRAIN_PREFIX}{name}"
 
 
 def cfg_weight(branch: str) -> str:

@@ -45,8 +45,9 @@ def per_round_bytes(summary: Mapping[str, Any]) -> float | None:
 def arm_table(arms: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
     """One Markdown table: a row per arm, mean ± std over its runs."""
     lines = [
-        "| arm | target macro-F1 | target accuracy | source macro-F1 | MB per round (up+down) | runs |",
-        "|---|---|---|---|---|---|",
+        "| arm | target macro-F1 | target accuracy | source macro-F1 | MB per round (up+down) "
+        "| target device CPU s per round | runs |",
+        "|---|---|---|---|---|---|---|",
     ]
     for arm, runs in arms.items():
         done = [r for r in runs if r.get("status") == "completed"]
@@ -55,7 +56,9 @@ def arm_table(arms: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
         mb = [b / 1e6 for r in done if (b := per_round_bytes(r))]
         count = f"{len(done)}" + (f" of {len(runs)}" if missing else "") + (f" ({failed} failed)" if failed else "")
         cells = [fmt(mean_std(runs, k)) for k in ("target.macro_f1", "target.accuracy", "source.macro_f1")]
-        lines.append(f"| {arm} | {' | '.join(cells)} | {f'{np.mean(mb):.2f}' if mb else '—'} | {count} |")
+        cpu = mean_std(runs, "compute.target_cpu_seconds_per_round")
+        lines.append(f"| {arm} | {' | '.join(cells)} | {f'{np.mean(mb):.2f}' if mb else '—'} "
+                     f"| {'—' if cpu is None else f'{cpu[0]:.2f}'} | {count} |")
     return "\n".join(lines)
 
 

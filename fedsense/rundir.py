@@ -156,6 +156,18 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return out
 
 
+def device_compute(history: list[Mapping[str, Any]]) -> dict[str, float | None]:
+    """Per role, a device's mean CPU seconds per round (train plus evaluate
+    message), over the rounds that report them."""
+    out: dict[str, float | None] = {}
+    for role in ("source", "target"):
+        per_round = [sum(float(((rec.get("compute") or {}).get(kind) or {}).get(role, {}).get("cpu_seconds", 0.0))
+                         for kind in ("train", "evaluate"))
+                     for rec in history if rec.get("compute")]
+        out[f"{role}_cpu_seconds_per_round"] = float(sum(per_round) / len(per_round)) if per_round else None
+    return out
+
+
 def build_summary(
     cfg: Config, history: list[Mapping[str, Any]], comm: Mapping[str, int], **extra: Any
 ) -> dict[str, Any]:
@@ -167,6 +179,7 @@ def build_summary(
     last = history[-1] if history else {}
     pick = lambda role: {k: (last.get(role) or {}).get(k) for k in ("macro_f1", "accuracy")}  # noqa: E731
     return {
+        "compute": device_compute(history),
         "method": cfg.adapt.method,
         "mode": cfg.fed.mode,
         "rounds": len(history),

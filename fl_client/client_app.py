@@ -12,7 +12,6 @@ logs and counts it and the round goes on with the other devices.
 
 from __future__ import annotations
 
-import copy
 import functools
 import logging
 import os
@@ -25,9 +24,6 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, Context, Error, Message, MetricRecord, RecordDict
 
 from fedsense import protocol
-from fedsense.adaptation import METHODS, needs_statistics
-from fedsense.adaptation.statistics import from_wire, privatize, to_wire
-from fedsense.adaptation.training import Adversarial, embedding_stats, renormalize, train_adversarial
 from fedsense.compression import ENCODINGS, UNCOMPRESSED, encode
 from fedsense.config import Config, ConfigError
 from fedsense.data.base import DatasetError
@@ -36,9 +32,9 @@ from fedsense.data.missing import conform
 from fedsense.devicestate import load_local, save_local
 from fedsense.embeddings import class_centroids
 from fedsense.engine import evaluate as evaluate_model
-from fedsense.engine import train_supervised
 from fedsense.faults import fault_of, flip_labels, tamper
-from fedsense.generator import describe, norm_keys
+from fedsense.methods import METHODS, Method, Step
+from fedsense.methods.base import METHOD_STATE
 from fedsense.models import DataSpec, MultimodalNet, build_run_model
 from fedsense.params import Sharing, load_arrays, local_arrays, shared_arrays, shared_keys, sharing_of
 from fedsense.privacy import clip_update
@@ -124,9 +120,11 @@ def _state_dir(cfg: Config, data: ClientData, context: Context) -> Path | None:
 
 
 def _keep_local(cfg: Config, data: ClientData, context: Context, msg: Message, model: MultimodalNet,
-                sharing: Sharing) -> None:
-    """Device-only parameters into ``context.state`` and onto the device's disk."""
-    arrays = local_arrays(model, sharing)
+                sharing: Sharing, state: dict[str, np.ndarray]) -> None:
+    """The device's kept parameters and its method's own arrays into
+    ``context.state`` and onto the device's disk."""
+    labelled = _labels_usable(cfg, data)
+    arrays = {**local_arrays(model, sharing, labelled), **{METHOD_STATE + k: v for k, v in state.items()}}
     context.state[LOCAL_STATE] = _record(arrays)
     directory = _state_dir(cfg, data, context)
     if directory is not None and arrays:
@@ -134,10 +132,16 @@ def _keep_local(cfg: Config, data: ClientData, context: Context, msg: Message, m
         save_local(directory, server_round, msg.metadata.message_type, arrays)
 
 
-def _setup(msg: Message, context: Context) -> tuple[Config, ClientData, Sharing, MultimodalNet]:
+def _seed(cfg: Config, data: ClientData, server_round: int, phase: int) -> int:
+    """Distinct, reproducible randomness per seed, round, message and client."""
+    return cfg.seed * 1_000_003 + server_round * 1_009 + max(data.partition_id, 0) + phase * 7_919
+
+
+def _setup(msg: Message, context: Context, phase: int) -> tuple[Method, Sharing, Step]:
     cfg = config_from_run(context.run_config)
     data = load_client_data(cfg, context.node_config)
-    sharing = sharing_of(METHODS[cfg.adapt.method], cfg.adapt.alignment)
+    method = METHODS[cfg.adapt.method]
+    sharing = sharing_of(cfg)
     config = msg.content[protocol.CONFIG]
     num_classes = int(config[protocol.CFG_NUM_CLASSES])
     spec = DataSpec.from_metrics(dict(config))
@@ -145,13 +149,20 @@ def _setup(msg: Message, context: Context) -> tuple[Config, ClientData, Sharing,
         data = replace(data, train=conform(data.train, spec.shapes), test=conform(data.test, spec.shapes))
     model = build_run_model(DataSpec(shapes=data.train.shapes(), num_classes=num_classes), cfg)
     load_arrays(model, _arrays(msg.content[protocol.ARRAYS]), strict_keys=shared_keys(model, sharing))
+    stored: dict[str, np.ndarray] | None = None
     if LOCAL_STATE in context.state:  # device-only parameters from earlier rounds of this run
-        load_arrays(model, _arrays(context.state[LOCAL_STATE]), strict_keys=set())
+        stored = _arrays(context.state[LOCAL_STATE])
     elif (directory := _state_dir(cfg, data, context)) is not None:  # a resumed run: from the device's disk
         stored = load_local(directory, int(config[protocol.CFG_ROUND]), msg.metadata.message_type)
-        if stored is not None:
-            load_arrays(model, stored, strict_keys=set())
-    return cfg, data, sharing, model
+    state: dict[str, np.ndarray] = {}
+    if stored is not None:
+        state = {k[len(METHOD_STATE):]: v for k, v in stored.items() if k.startswith(METHOD_STATE)}
+        load_arrays(model, {k: v for k, v in stored.items() if not k.startswith(METHOD_STATE)}, strict_keys=set())
+    payload = {name: _arrays(record) for name, record in msg.content.array_records.items() if name != protocol.ARRAYS}
+    server_round = int(config[protocol.CFG_ROUND])
+    step = Step(cfg=cfg, model=model, data=data, config=dict(config), payload=payload,
+                seed=_seed(cfg, data, server_round, phase), state=state)
+    return method, sharing, step
 
 
 def _labels_usable(cfg: Config, data: ClientData) -> bool:
@@ -160,22 +171,6 @@ def _labels_usable(cfg: Config, data: ClientData) -> bool:
 
 def _identity(data: ClientData) -> dict[str, int]:
     return {protocol.IS_TARGET: int(data.role == "target"), protocol.PARTITION: data.partition_id}
-
-
-def _adversarial(msg: Message, cfg: Config, model: MultimodalNet) -> Adversarial:
-    config = msg.content[protocol.CONFIG]
-    weights = {b: float(config.get(protocol.cfg_weight(b), 1.0)) for b in model.discriminators}
-    reference = None
-    if cfg.adapt.alignment == "statistics":
-        counts = dict(config)
-        arrays = _arrays(msg.content[protocol.REFERENCE]) if protocol.REFERENCE in msg.content else {}
-        reference = from_wire(arrays, counts)
-    return Adversarial(
-        coeff=float(config.get(protocol.CFG_COEFF, 0.0)),
-        weights=weights,
-        domain_weight=cfg.adapt.domain_weight,
-        reference=reference,
-    )
 
 
 def _fault(cfg: Config, data: ClientData, context: Context) -> str | None:
@@ -191,17 +186,9 @@ def _fault(cfg: Config, data: ClientData, context: Context) -> str | None:
 @refuses_bad_input
 def train(msg: Message, context: Context) -> Message:
     started = time.process_time()
-    cfg, data, sharing, model = _setup(msg, context)
+    method, sharing, step = _setup(msg, context, phase=0)
+    cfg, data, model = step.cfg, step.data, step.model
     config = msg.content[protocol.CONFIG]
-    server_round = int(config[protocol.CFG_ROUND])
-    method = sharing.method
-    kwargs = dict(
-        epochs=int(config.get(protocol.CFG_LOCAL_EPOCHS, cfg.train.local_epochs)),
-        lr=float(config.get(protocol.CFG_LR, cfg.train.lr)),
-        # distinct, reproducible randomness per seed, round and client
-        seed=cfg.seed * 1_000_003 + server_round * 1_009 + max(data.partition_id, 0),
-    )
-    labels_usable = _labels_usable(cfg, data)
     fault = _fault(cfg, data, context)
     if fault == "crash":
         raise RuntimeError(f"injected fault: client {data.partition_id} crashes (faults.crash)")
@@ -209,32 +196,12 @@ def train(msg: Message, context: Context) -> Message:
         time.sleep(cfg.fed.timeout + 1.0)  # the server has stopped waiting by then
     if fault == "label_flip":
         num_classes = int(config[protocol.CFG_NUM_CLASSES])
-        data = replace(data, train=replace(data.train, y=flip_labels(data.train.y, num_classes)))
-    adversarial_metrics: dict[str, float] = {}
-    if method.adversarial:
-        result = train_adversarial(
-            model, data.train, data.domain_labels(), cfg.train, _adversarial(msg, cfg, model), **kwargs
-        )
-        for b in model.discriminators:  # every reply carries every branch's keys
-            adversarial_metrics[protocol.loss_domain_key(b)] = result["loss_domain"].get(b, 0.0)
-            adversarial_metrics[protocol.disc_acc_key(b)] = result["disc_acc"].get(b, 0.0)
-    elif labels_usable:
-        result = train_supervised(model, data.train, cfg.train, **kwargs)
-    else:
-        # An unlabeled target without an adversarial method: AdaBN-style methods
-        # renormalise on its windows (forward passes only); the shared weights
-        # are unchanged, so the reply carries no weight in the average.
-        if method.local_norm:
-            renormalize(model, data.train)
-        result = {"loss_task": 0.0, "steps": 0, "num_examples": 0, "task_windows": 0}
-    _keep_local(cfg, data, context, msg, model, sharing)
+        step.data = replace(data, train=replace(data.train, y=flip_labels(data.train.y, num_classes)))
+    result = method.train(step)
+    _keep_local(cfg, data, context, msg, model, sharing, step.state)
     metrics = MetricRecord(
         {
-            protocol.NUM_EXAMPLES: int(result["num_examples"]),
-            protocol.TASK_WINDOWS: int(result.get("task_windows", result["num_examples"])),
-            protocol.LOSS_TASK: float(result["loss_task"]),
-            protocol.TRAIN_STEPS: int(result["steps"]),
-            **adversarial_metrics,
+            **result.metrics,
             **{protocol.modality_windows_key(m): data.train.windows_with(m) for m in model.modalities},
             protocol.COMPUTE_SECONDS: time.process_time() - started,
             **_identity(data),
@@ -246,7 +213,8 @@ def train(msg: Message, context: Context) -> Message:
     if fault in ("nan", "sign_flip", "scale"):
         shared = tamper(fault, shared, _arrays(msg.content[protocol.ARRAYS]), cfg.faults.scale_factor)
     update = _packed_update(cfg, msg, context, shared, _state_dir(cfg, data, context))
-    return Message(RecordDict({**update, protocol.METRICS: metrics}), reply_to=msg)
+    records = {name: _record(arrays) for name, arrays in result.records.items()}
+    return Message(RecordDict({**update, **records, protocol.METRICS: metrics}), reply_to=msg)
 
 
 def _packed_update(cfg: Config, msg: Message, context: Context, shared: dict[str, np.ndarray],
@@ -284,31 +252,16 @@ def _packed_update(cfg: Config, msg: Message, context: Context, shared: dict[str
 @refuses_bad_input
 def evaluate(msg: Message, context: Context) -> Message:
     started = time.process_time()
-    cfg, data, sharing, model = _setup(msg, context)
+    method, sharing, step = _setup(msg, context, phase=1)
+    cfg, data, model = step.cfg, step.data, step.model
     num_classes = int(msg.content[protocol.CONFIG][protocol.CFG_NUM_CLASSES])
-    if (sharing.method.local_norm or sharing.method.target_renorm) and not _labels_usable(cfg, data):
-        # AdaBN: statistics of this device's own windows under *these* weights
-        # (the ones from training were computed under last round's).
-        renormalize(model, data.train)
-        if sharing.method.local_norm:
-            _keep_local(cfg, data, context, msg, model, sharing)
-    content = RecordDict()
-    extra: dict[str, int | list[int] | list[float]] = {}
-    if sharing.method.generated_norm:
-        _generated_norm(msg, cfg, data, model, content, extra)
-    result = evaluate_model(model, data.test, num_classes)
-    cm = np.asarray(result["confusion"], dtype=np.int64)
-    if needs_statistics(sharing.method, cfg.adapt.alignment, cfg.adapt.branch_weights):
-        # Statistics of the training windows under the new global model: the
-        # next round's reference is computed with the model it starts from.
-        # OS entropy: noise the server could regenerate from known seeds protects nothing.
-        rng = np.random.default_rng()
-        stats = {
-            b: privatize(s, cfg.adapt.stats_min_count, cfg.adapt.stats_noise, rng)
-            for b, s in embedding_stats(model, data.train).items()
-        }
-        arrays, extra = to_wire(stats)
-        content[protocol.STATS] = _record(arrays)
+    result = method.evaluate(step)
+    if result.keep:
+        _keep_local(cfg, data, context, msg, model, sharing, step.state)
+    scores = evaluate_model(model, data.test, num_classes)
+    cm = np.asarray(scores["confusion"], dtype=np.int64)
+    content = RecordDict({name: _record(arrays) for name, arrays in result.records.items()})
+    extra: dict[str, int | float | list[int] | list[float]] = dict(result.metrics)
     config = msg.content[protocol.CONFIG]
     if protocol.CFG_PROJECTOR in config:  # a projector snapshot: class centroids, no single window
         centroids, counts = class_centroids(model, data.test, num_classes, int(config[protocol.CFG_PROJECTOR]))
@@ -316,9 +269,9 @@ def evaluate(msg: Message, context: Context) -> Message:
         extra[protocol.EMBED_COUNT] = counts
     content[protocol.METRICS] = MetricRecord(
         {
-            protocol.NUM_EXAMPLES: int(result["windows"]),
-            protocol.EVAL_LOSS: float(result["loss"]),
-            protocol.EVAL_WINDOWS: int(result["windows"]),
+            protocol.NUM_EXAMPLES: int(scores["windows"]),
+            protocol.EVAL_LOSS: float(scores["loss"]),
+            protocol.EVAL_WINDOWS: int(scores["windows"]),
             protocol.CONFUSION: [int(v) for v in cm.ravel()],
             **extra,
             protocol.COMPUTE_SECONDS: time.process_time() - started,
@@ -326,22 +279,6 @@ def evaluate(msg: Message, context: Context) -> Message:
         }
     )
     return Message(content, reply_to=msg)
-
-
-def _generated_norm(msg: Message, cfg: Config, data: ClientData, model: MultimodalNet, content: RecordDict,
-                    extra: dict) -> None:
-    """adapt.method generated: every device describes its raw windows (numpy,
-    no model); a source also reports the BatchNorm statistics of its windows
-    under the global model, which the server's generator learns from; a
-    target takes the statistics generated for it, if any yet."""
-    extra[protocol.DESCRIPTOR] = [float(v) for v in describe(data.train)]
-    if _labels_usable(cfg, data):
-        own = copy.deepcopy(model)
-        renormalize(own, data.train)
-        state = own.state_dict()
-        content[protocol.NORM] = _record({k: state[k].numpy() for k in norm_keys(own)})
-    elif protocol.GENERATED in msg.content:
-        load_arrays(model, _arrays(msg.content[protocol.GENERATED]), strict_keys=set(norm_keys(model)))
 
 
 @app.query()

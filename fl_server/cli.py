@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     cmp_p = sub.add_parser("compare", help="a Markdown table of run directories' summaries")
     cmp_p.add_argument("runs", nargs="+", metavar="RUN_DIR")
     res_p = sub.add_parser("results", help="run every experiment arm over seeds; write docs/results.md")
-    res_p.add_argument("--scenarios", default="cross_user,cross_device")
+    res_p.add_argument("--scenarios", default="cross_device,mirror,rotation_x,sensor,cross_user")
     res_p.add_argument("--arms", help="comma-separated arm names (default: all)")
     res_p.add_argument("--seeds", default="0,1,2")
     res_p.add_argument("--out", default="runs/results", help="where the runs go")

@@ -1,6 +1,6 @@
 """Regenerate docs/results.md: every arm of every scenario, over seeds.
 
-    fedsense results [--scenarios cross_user,cross_device] [--arms a,b]
+    fedsense results [--scenarios cross_device,mirror,...] [--arms a,b]
                      [--seeds 0,1,2] [--out runs/results] [--doc docs/results.md] [--reuse]
 
 Each arm is a file in ``configs/experiments/<scenario>/``; each run lands in
@@ -19,16 +19,34 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fedsense.report import arm_table, mean_std
+import numpy as np
+
+from fedsense.report import arm_table, fmt, mean_std
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "configs" / "experiments"
-# Table order: baselines, the method, upper bounds, ceiling.
+# Table order: baselines, the methods, the default and its ablations, upper bounds, ceilings.
 ARM_ORDER = [
-    "source_only", "fedbn", "dann", "m3bat_federated", "m3bat_statistics", "m3bat_bn",
+    "source_only", "adabn", "fedbn_stats", "fedbn", "dann", "m3bat_federated", "m3bat_statistics", "m3bat_bn",
+    "m3bat_local", "ablation_no_calibration", "ablation_no_self_training", "ablation_fused_only",
+    "ablation_no_alignment", "ablation_marginal",
     "centralized_source_only", "centralized_dann", "centralized_m3bat", "target_oracle", "target_oracle_bn",
 ]
-ORACLES = ("target_oracle", "target_oracle_bn")
-MIN_GAP = 0.02  # a source-only -> oracle gap below this (macro-F1) has no share worth reporting
+SCENARIO_ORDER = ["cross_device", "mirror", "rotation_x", "sensor", "cross_user"]
+DEFAULT = "m3bat_local"  # configs/default.yaml's method
+# The comparisons each scenario reports (arm, against): differences of mean
+# target macro-F1 over the seeds both completed, with each seed's difference.
+COMPARISONS = [
+    (DEFAULT, "adabn"), (DEFAULT, "source_only"), (DEFAULT, "m3bat_bn"), (DEFAULT, "centralized_m3bat"),
+    (DEFAULT, "target_oracle_bn"),
+]
+ABLATIONS = {
+    "ablation_no_calibration": "without calibration",
+    "ablation_no_self_training": "without self-training (and its alignment)",
+    "ablation_fused_only": "alignment on the fused embedding only (DANN-style)",
+    "ablation_no_alignment": "without alignment (calibration and self-training only)",
+    "ablation_marginal": "alignment without class conditioning",
+}
+OVERVIEW = ["source_only", "adabn", "m3bat_bn", DEFAULT, "centralized_m3bat", "target_oracle_bn"]
 
 
 def arms_of(scenario: str) -> list[str]:
@@ -64,45 +82,61 @@ def run_arm(scenario: str, arm: str, seed: int, out: Path, reuse: bool, run: boo
     return {"status": "failed", "error": "no summary written"}
 
 
-def acceptance_lines(arms: dict[str, list[dict]]) -> list[str]:
-    """The checks the adaptation work is judged by. Each comparison uses only
-    the seeds that every arm in it has completed, and says which."""
+def _by_seed(runs: list[dict]) -> dict[int, float]:
+    return {int(r["seed"]): float(r["target"]["macro_f1"]) for r in runs
+            if r.get("status") == "completed" and (r.get("target") or {}).get("macro_f1") is not None}
 
-    def seeds(arm: str) -> set[int]:
-        return {r.get("seed") for r in arms.get(arm, []) if r.get("status") == "completed"}
 
-    def mean(arm: str, common: set[int]) -> float | None:
-        runs = [r for r in arms.get(arm, []) if r.get("seed") in common]
-        stat = mean_std(runs, "target.macro_f1")
-        return None if stat is None else stat[0]
-
-    def on(*names: str) -> tuple[set[int], str]:
-        common = set.intersection(*(seeds(n) for n in names))
-        return common, "seeds " + ", ".join(map(str, sorted(common)))
-
+def comparison_lines(arms: dict[str, list[dict]]) -> list[str]:
+    """Each of :data:`COMPARISONS` present: the mean difference over the seeds
+    both arms completed, and every seed's difference (a method that loses is
+    reported as losing)."""
     lines = []
-    for arm in (a for a in arms if a.startswith("m3bat")):  # the federated M3BAT arms
-        for oracle_arm in (o for o in ORACLES if o in arms):
-            common, label = on(arm, "source_only", oracle_arm)
-            if common:
-                m, so, oracle = (mean(a, common) for a in (arm, "source_only", oracle_arm))
-                if oracle - so < MIN_GAP:  # a share of noise would read as a result
-                    lines.append(f"- {arm}: no gap to recover: {oracle_arm} − source-only = {oracle - so:+.3f} "
-                                 f"(under {MIN_GAP:.2f}; {label})")
-                else:
-                    share = (m - so) / (oracle - so)
-                    lines.append(f"- {arm}: recovers {share:.0%} of the source-only → {oracle_arm} gap "
-                                 f"({'meets' if share >= 0.5 else 'misses'} the ≥ 50 % bar; {label})")
-        common, label = on(arm, "dann")
-        if common:
-            d = mean(arm, common) - mean("dann", common)
-            lines.append(f"- {arm}: {d:+.3f} vs federated DANN ({'beats' if d > 0 else 'does not beat'} it; {label})")
-        common, label = on(arm, "centralized_m3bat")
-        if common:
-            d = mean(arm, common) - mean("centralized_m3bat", common)
-            lines.append(f"- {arm}: {d:+.3f} vs centralized M3BAT "
-                         f"({'within' if d >= -0.03 else 'not within'} 3 points; {label})")
+    for arm, other in COMPARISONS:
+        a, b = _by_seed(arms.get(arm, [])), _by_seed(arms.get(other, []))
+        common = sorted(set(a) & set(b))
+        if not common:
+            continue
+        diffs = [a[s] - b[s] for s in common]
+        per_seed = ", ".join(f"{d:+.3f}" for d in diffs)
+        lines.append(f"- {arm} − {other}: {float(np.mean(diffs)):+.3f} (seeds {', '.join(map(str, common))}: "
+                     f"{per_seed})")
     return lines
+
+
+def overview_table(results: dict[str, dict[str, list[dict]]]) -> str:
+    """Target macro-F1 of the main arms (rows) in every scenario (columns)."""
+    scenarios = list(results)
+    lines = ["| arm | " + " | ".join(s.replace("_", "-") for s in scenarios) + " |",
+             "|---|" + "---|" * len(scenarios)]
+    for arm in OVERVIEW:
+        if not any(arm in results[s] for s in scenarios):
+            continue
+        cells = [fmt(mean_std(results[s].get(arm, []), "target.macro_f1")) for s in scenarios]
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def ablation_table(results: dict[str, dict[str, list[dict]]]) -> str:
+    """The default against each ablation: target macro-F1 and the difference, per scenario."""
+    scenarios = [s for s in results if DEFAULT in results[s]]
+    lines = ["| variant | " + " | ".join(s.replace("_", "-") for s in scenarios) + " |",
+             "|---|" + "---|" * len(scenarios)]
+    lines.append(f"| {DEFAULT} (default) | " + " | ".join(fmt(mean_std(results[s][DEFAULT], "target.macro_f1"))
+                                                       for s in scenarios) + " |")
+    for arm, what in ABLATIONS.items():
+        cells = []
+        for s in scenarios:
+            if arm not in results[s]:
+                cells.append("—")
+                continue
+            d, a = _by_seed(results[s][DEFAULT]), _by_seed(results[s][arm])
+            common = sorted(set(d) & set(a))
+            stat = fmt(mean_std(results[s][arm], "target.macro_f1"))
+            delta = f" ({float(np.mean([a[k] - d[k] for k in common])):+.3f})" if common else ""
+            cells.append(stat + delta)
+        lines.append(f"| {what} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def render(results: dict[str, dict[str, list[dict]]], seeds: list[int], command: str) -> str:
@@ -113,6 +147,7 @@ def render(results: dict[str, dict[str, list[dict]]], seeds: list[int], command:
         "confusion matrices summed over clients; mean ± std over seeds "
         f"{', '.join(map(str, seeds))}. Hyperparameters are the defaults of",
         "`fedsense/config.py`, fixed in advance; no target label was used to choose anything.",
+        "Scenarios are in `configs/experiments/<scenario>/`; docs/methods.md describes the arms.",
         "",
         f"Regenerate with `{command}` (written {time.strftime('%Y-%m-%d')}).",
     ]
@@ -121,9 +156,14 @@ def render(results: dict[str, dict[str, list[dict]]], seeds: list[int], command:
     if missing:
         parts += ["", f"**Partial:** {len(runs) - missing} of {len(runs)} runs are in (the `runs` column says "
                   f"which arm has how many); `{command} --reuse` runs the other {missing} and keeps these."]
+    parts += ["", "## Overview", "", overview_table(results)]
+    if any(DEFAULT in arms for arms in results.values()):
+        parts += ["", "## Ablation of the default", "",
+                  "Target macro-F1 of each variant, and in brackets its difference to the default over the "
+                  "seeds both completed.", "", ablation_table(results)]
     for scenario, arms in results.items():
         parts += ["", f"## {scenario.replace('_', '-')}", "", arm_table(arms), ""]
-        parts += acceptance_lines(arms) or ["(acceptance checks need the source-only, DANN, oracle and M3BAT arms)"]
+        parts += comparison_lines(arms) or ["(no comparison has both arms yet)"]
     return "\n".join(parts) + "\n"
 
 

@@ -16,7 +16,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedsense import protocol
-from fedsense.adaptation import METHODS
+from fedsense.methods import METHODS
 from fedsense.aggregation import AggregationSettings
 from fedsense.board import confusion_image, nodes_text
 from fedsense.checkpoint import ResumePoint, load_resume, save_resume
@@ -26,8 +26,7 @@ from fedsense.params import shared_arrays, sharing_of
 from fedsense.rundir import RunDir, build_summary, checkpoint_due, resolve_run_dir
 from fedsense.runconfig import config_from_run
 from fl_server.spec import nodes_to_query, query_clients, wait_for_nodes
-from strategies import AdaptationState, FedSenseStrategy
-from strategies.generation import GenerationState
+from strategies import FedSenseStrategy
 
 log = logging.getLogger("fedsense.server")
 if not log.handlers:  # the ServerApp runs in Flower's process: give our lines a home
@@ -104,13 +103,11 @@ def main(grid: Grid, context: Context) -> None:
                 f"  failed: {nodes['failed']}" if nodes["failed"] else "",
             )
 
-        adaptation = AdaptationState(
-            adapt=cfg.adapt, method=method, branches=list(model.discriminators), total_rounds=cfg.fed.rounds
-        )
+        method_state = method.server(cfg, list(model.discriminators))
         strategy = FedSenseStrategy(
             num_classes=spec.num_classes,
             on_reply=log_replies,
-            adaptation=adaptation,
+            method_state=method_state,
             min_replies=cfg.fed.min_clients,
             on_round_end=on_round_end,
             projector_rounds=cfg.output.projector_rounds,
@@ -122,7 +119,6 @@ def main(grid: Grid, context: Context) -> None:
             privacy=cfg.privacy,
             update_encoding=cfg.fed.update_encoding,
             modality_aware=cfg.fed.modality_aggregation,
-            generation=GenerationState() if method.generated_norm else None,
             fraction_train=cfg.fed.fraction_train,
             fraction_evaluate=cfg.fed.fraction_evaluate,
             min_train_nodes=min(cfg.fed.min_clients, len(nodes)),
@@ -134,8 +130,9 @@ def main(grid: Grid, context: Context) -> None:
         )
         # the model's inputs: a device lacking a modality masks it (fedsense.data.missing.conform)
         common = {protocol.CFG_NUM_CLASSES: spec.num_classes, **spec.to_metrics()}
-        sharing = sharing_of(method, cfg.adapt.alignment)
+        sharing = sharing_of(cfg)
         start = shared_arrays(model, sharing)
+        method_state.set_initial(start)
         if point is not None:
             if set(point.arrays) != set(start):
                 raise ConfigError(f"{run.path}: the resume point's arrays do not fit the run's model "

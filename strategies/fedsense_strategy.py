@@ -21,14 +21,13 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from fedsense import protocol
-from fedsense.adaptation.statistics import from_wire
 from fedsense.aggregation import AGGREGATORS, AggregationSettings, by_group, modality_mean
 from fedsense.compression import CODECS, UNCOMPRESSED, UpdateError, decode
 from fedsense.config import PrivacyConfig
+from fedsense.methods import Reply, ServerState
+from fedsense.methods.base import is_discriminator
 from fedsense.metrics import macro_f1, per_class_f1, summarize
 from fedsense.privacy import add_noise, epsilon, largest_share, noise_std
-from strategies.adaptation import AdaptationState
-from strategies.generation import GenerationState
 from strategies.validation import direction_cosines, malformed_evaluation, screen
 
 log = logging.getLogger("fedsense.strategy")
@@ -121,6 +120,14 @@ def _role(metrics: Any) -> str:
     return "target" if metrics.get(protocol.IS_TARGET) == 1 else "source"
 
 
+def _as_reply(msg: Message, node: int) -> Reply:
+    """A reply as the method's server state sees it: plain numbers and arrays."""
+    metrics = dict(msg.content[protocol.METRICS]) if protocol.METRICS in msg.content.metric_records else {}
+    records = {name: {k: a.numpy() for k, a in record.items()}
+               for name, record in msg.content.array_records.items() if name not in (protocol.ARRAYS, protocol.UPDATE)}
+    return Reply(node=node, target=_role(metrics) == "target", metrics=metrics, records=records)
+
+
 def _reply_order(msg: Message) -> tuple[float, int]:
     metrics = msg.content[protocol.METRICS] if protocol.METRICS in msg.content.metric_records else {}
     partition = metrics.get(protocol.PARTITION, -1)
@@ -142,8 +149,6 @@ class RoundStats:
     rejected: list[str] = field(default_factory=list)  # train replies refused by validation
     outgoing: list[Message] = field(default_factory=list)  # this round's instructions (ids set once sent)
     train: dict[str, Any] = field(default_factory=dict)
-    adapt: dict[str, Any] = field(default_factory=dict)  # this round's adaptation config
-    adapt_acc: dict[str, float] = field(default_factory=dict)  # mean discriminator accuracy
     # train/evaluate -> role -> mean CPU seconds and gradient steps of a device
     compute: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
@@ -153,8 +158,9 @@ class FedSenseStrategy(FedAvg):
 
     Args:
         num_classes: K of the ``K*K`` confusion matrices clients return.
-        adaptation: server-side adaptation state (schedule, statistics
-            reference, branch weights); ``None`` for plain FedAvg.
+        method_state: the adaptation method's server side
+            (:class:`fedsense.methods.ServerState`): what it adds to
+            instructions, learns from replies and reports; ``None`` for plain FedAvg.
         on_round_end: called after each round's evaluation with
             ``(server_round, record, arrays)``; the ServerApp logs and checkpoints there.
         on_reply: called with ``(message type, inventory)`` for every reply with
@@ -175,9 +181,6 @@ class FedSenseStrategy(FedAvg):
         privacy: with ``dp`` on, devices are asked to clip their updates and
             the average gets Gaussian noise (:mod:`fedsense.privacy`); each
             round's record reports the epsilon spent so far.
-        generation: generated normalisation (``adapt.method: generated``):
-            refitted on each round's evaluate replies, its statistics sent to
-            each target in its next evaluate instruction.
         modality_aware: with ``mean``, average each modality's branch over the
             devices that have that modality only (by their windows with it),
             once some device lacks one (:func:`fedsense.aggregation.modality_mean`).
@@ -193,7 +196,7 @@ class FedSenseStrategy(FedAvg):
         *,
         num_classes: int,
         min_replies: int = 1,
-        adaptation: AdaptationState | None = None,
+        method_state: ServerState | None = None,
         on_round_end: Callable[[int, dict[str, Any], ArrayRecord], None] | None = None,
         on_reply: Callable[[str, dict[str, Any]], None] | None = None,
         projector_rounds: Iterable[int] = (),
@@ -205,14 +208,13 @@ class FedSenseStrategy(FedAvg):
         privacy: PrivacyConfig | None = None,
         update_encoding: str = UNCOMPRESSED,
         modality_aware: bool = True,
-        generation: GenerationState | None = None,
         rounds_done: int = 0,
         **fedavg: Any,
     ) -> None:
         super().__init__(**fedavg)
         self.num_classes = num_classes
         self.min_replies = min_replies
-        self.adaptation = adaptation
+        self.method_state = method_state
         self.on_round_end = on_round_end
         self.on_reply = on_reply
         self.projector_rounds = set(projector_rounds)
@@ -226,7 +228,6 @@ class FedSenseStrategy(FedAvg):
             CODECS[update_encoding]  # unknown names fail here, listing the valid ones
         self.update_encoding = update_encoding
         self.modality_aware = modality_aware
-        self.generation = generation
         self.stats = RoundStats()
         self.totals = {"bytes_up": 0, "bytes_down": 0, "bytes_up_train": 0}
         self.current_arrays: ArrayRecord | None = None
@@ -249,8 +250,8 @@ class FedSenseStrategy(FedAvg):
             "reputation": {k: list(v) for k, v in self.reputation.items()},
         }
         arrays: dict[str, np.ndarray] = {}
-        if self.adaptation is not None:
-            state["statistics"], arrays = self.adaptation.snapshot()
+        if self.method_state is not None:
+            state["method"], arrays = self.method_state.snapshot()
         return state, arrays
 
     def restore(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
@@ -261,8 +262,8 @@ class FedSenseStrategy(FedAvg):
         self.releases = int(state.get("releases", 0))
         self.reputation = {k: (float(v[0]), int(v[1])) for k, v in state.get("reputation", {}).items()}
         self.rounds_done = len(self.history)
-        if self.adaptation is not None and "statistics" in state:
-            self.adaptation.restore(state["statistics"], arrays)
+        if self.method_state is not None and "method" in state:
+            self.method_state.restore(state["method"], arrays)
 
     # ------------------------------------------------------------------ train
     def configure_train(
@@ -271,19 +272,17 @@ class FedSenseStrategy(FedAvg):
         server_round += self.rounds_done
         self.stats = RoundStats()
         self.current_arrays = arrays
-        extra = self.adaptation.round_config(server_round) if self.adaptation else {}
-        self.stats.adapt = dict(extra)
+        extra = self.method_state.train_config(server_round) if self.method_state else {}
         if self.privacy is not None:
             extra[protocol.CFG_CLIPPING_NORM] = self.privacy.clipping_norm
         if self.update_encoding != UNCOMPRESSED:
             extra[protocol.CFG_UPDATE_ENCODING] = self.update_encoding
         config = ConfigRecord({**dict(config), **extra})
         messages = list(super().configure_train(server_round, arrays, config, grid))
-        reference = self.adaptation.reference_arrays() if self.adaptation else {}
-        if reference and messages:  # one RecordDict is shared by all messages
-            messages[0].content[protocol.REFERENCE] = ArrayRecord(
-                {k: Array(v) for k, v in reference.items()}
-            )
+        payload = self.method_state.train_payload(server_round) if self.method_state else {}
+        if messages:  # one RecordDict is shared by all messages
+            for name, arrays_of in payload.items():
+                messages[0].content[name] = ArrayRecord({k: Array(np.asarray(v)) for k, v in arrays_of.items()})
         self.stats.sampled = sorted(m.metadata.dst_node_id for m in messages)
         self.stats.outgoing = list(messages)
         self.stats.bytes_down += sum(record_nbytes(m.content) for m in messages)
@@ -433,32 +432,25 @@ class FedSenseStrategy(FedAvg):
         }
         self.stats.compute["train"] = _compute_per_role(contents)
         disc_weights: list[float] | None = None  # per reply, when federated discriminators are averaged
-        branches = self.adaptation.branches if self.adaptation else []
-        if branches and protocol.loss_domain_key(branches[0]) in contents[0][protocol.METRICS]:
-            is_target = [bool(int(c[protocol.METRICS][protocol.IS_TARGET])) for c in contents]
-            balanced = self.adaptation.discriminator_weights(weights, is_target)
-            norm = sum(balanced) or 1.0
-            # Discriminator numbers and (federated) discriminator weights:
-            # see AdaptationState.discriminator_weights.
-            # A reply whose domain loss is 0 took no adversarial step on that
-            # branch (a logistic loss is never 0): it has no accuracy to report.
-            losses, accs = {}, {}
-            for b in branches:
-                stepped = [w if float(c[protocol.METRICS][protocol.loss_domain_key(b)]) > 0 else 0.0
-                           for c, w in zip(contents, balanced)]
-                if sum(stepped) > 0:
-                    losses[b] = _weighted_mean(contents, protocol.loss_domain_key(b), stepped)
-                    accs[b] = _weighted_mean(contents, protocol.disc_acc_key(b), stepped)
-            self.stats.train["loss_domain"] = losses
-            self.stats.adapt_acc = accs
-            keys = [k for k in arrays if k.startswith("discriminators.")]
-            disc_weights = balanced if keys else None
-            for key in keys:
-                arrays[key] = Array(
-                    sum(c[protocol.ARRAYS][key].numpy() * (w / norm) for c, w in zip(contents, balanced) if w > 0)
-                )
+        if self.method_state is not None:
+            is_target = [_role(c[protocol.METRICS]) == "target" for c in contents]
+            balanced = self.method_state.discriminator_weights(weights, is_target)
+            keys = [k for k in arrays if is_discriminator(k)]
+            if balanced is not None and keys:
+                # federated discriminators: sources and targets weigh half each
+                norm = sum(balanced) or 1.0
+                disc_weights = balanced
+                for key in keys:
+                    arrays[key] = Array(
+                        sum(c[protocol.ARRAYS][key].numpy() * (w / norm) for c, w in zip(contents, balanced) if w > 0)
+                    )
+            self.stats.train.update(self.method_state.after_train([_as_reply(m, self._origin(m)) for m in valid],
+                                                                  weights))
         if self.modality_aware and self.aggregation == "mean":
             self._average_branches_over_their_devices(arrays, contents, weights, disc_weights)
+        if self.method_state is not None:  # e.g. a discriminator reset
+            for key, value in self.method_state.adjust({k: a.numpy() for k, a in arrays.items()}).items():
+                arrays[key] = Array(np.asarray(value))
         if self.privacy is not None:
             arrays = self._add_privacy_noise(arrays, weights, disc_weights)
         self.current_arrays = arrays
@@ -514,13 +506,19 @@ class FedSenseStrategy(FedAvg):
         server_round += self.rounds_done
         if server_round in self.projector_rounds:
             config = ConfigRecord({**dict(config), protocol.CFG_PROJECTOR: self.projector_min_count})
+        if self.method_state is not None:
+            config = ConfigRecord({**dict(config), **self.method_state.evaluate_config(server_round)})
         messages = list(super().configure_evaluate(server_round, arrays, config, grid))
-        if self.generation is not None:
+        if self.method_state is not None and messages:
+            for name, arrays_of in self.method_state.evaluate_payload(server_round).items():
+                # one RecordDict is shared by all messages
+                messages[0].content[name] = ArrayRecord({k: Array(np.asarray(v)) for k, v in arrays_of.items()})
             for msg in messages:
-                stats = self.generation.generated.get(int(msg.metadata.dst_node_id))
-                if stats is not None:  # this target's own statistics (the content is shared: copy it)
+                own = self.method_state.evaluate_payload_for(int(msg.metadata.dst_node_id))
+                if own:  # this node's own records (the content is shared: copy it)
                     content = RecordDict(dict(msg.content.items()))
-                    content[protocol.GENERATED] = ArrayRecord({k: Array(v) for k, v in stats.items()})
+                    for name, arrays_of in own.items():
+                        content[name] = ArrayRecord({k: Array(np.asarray(v)) for k, v in arrays_of.items()})
                     msg.content = content
         self.stats.outgoing += messages
         self.stats.bytes_down += sum(record_nbytes(m.content) for m in messages)
@@ -534,7 +532,7 @@ class FedSenseStrategy(FedAvg):
         clients = {"source": 0, "target": 0}
         per_client: dict[str, dict[str, float]] = {}
         projector: dict[str, dict[str, list]] = {}
-        reported: dict[str, list] = {"source": [], "target": []}
+        accepted: list[Reply] = []
         for msg in sorted(valid, key=_reply_order):
             metrics = msg.content[protocol.METRICS] if protocol.METRICS in msg.content.metric_records else {}
             problem = malformed_evaluation(dict(metrics), k)
@@ -544,9 +542,7 @@ class FedSenseStrategy(FedAvg):
                             problem)
                 continue
             role = _role(metrics)
-            if protocol.STATS in msg.content:
-                arrays = {k: v.numpy() for k, v in msg.content[protocol.STATS].items()}
-                reported[role].append(from_wire(arrays, dict(metrics)))
+            accepted.append(_as_reply(msg, self._origin(msg)))
             flat = np.asarray(metrics[protocol.CONFUSION], dtype=np.int64)
             sums[role] += flat.reshape(k, k)
             clients[role] += 1
@@ -554,8 +550,11 @@ class FedSenseStrategy(FedAvg):
             if protocol.EMBEDDINGS in msg.content:
                 _add_centroids(projector, msg, role)
         self.stats.compute["evaluate"] = _compute_per_role([m.content for m in valid])
-        if self.generation is not None:
-            self.generation.update(valid, self._origin)
+        if self.method_state is not None:
+            self.method_state.after_evaluate(accepted)
+            for problem in getattr(self.method_state, "refused", []):
+                self.stats.errors.append(problem)
+                log.warning("round %d: %s", server_round, problem)
         record: dict[str, Any] = {}
         for role in ("target", "source"):
             if clients[role]:
@@ -565,9 +564,8 @@ class FedSenseStrategy(FedAvg):
         record["train"] = {k: v for k, v in self.stats.train.items() if k != "privacy"}
         if any(self.stats.compute.values()):
             record["compute"] = self.stats.compute
-        if self.generation is not None:
-            record["generated"] = {"targets": len(self.generation.generated),
-                                   "sources_fitted": self.generation.sources_fitted}
+        if self.method_state is not None:
+            record.update(self.method_state.extra_record())
         if self.privacy is not None:
             spent = epsilon(self.privacy.noise_multiplier, self.releases, self.privacy.delta)
             record["privacy"] = {
@@ -576,15 +574,8 @@ class FedSenseStrategy(FedAvg):
                 "noise_std": self.stats.train.get("privacy", {}).get("noise_std", 0.0),
                 "releases": self.releases,
             }
-        if self.adaptation is not None and self.adaptation.branches:
-            self.adaptation.update(reported["source"], reported["target"])
-            adapt: dict[str, Any] = {"lambda": float(self.stats.adapt.get(protocol.CFG_COEFF, 0.0))}
-            adapt["weight"] = {b: float(self.stats.adapt.get(protocol.cfg_weight(b), 1.0))
-                               for b in self.adaptation.branches}
-            if self.stats.adapt_acc:
-                adapt["disc_acc"] = dict(self.stats.adapt_acc)
-            if self.adaptation.collects_statistics:
-                adapt["shift"] = self.adaptation.shifts()
+        adapt = self.method_state.record() if self.method_state is not None else {}
+        if adapt:
             record["adapt"] = adapt
         self.totals["bytes_up"] += self.stats.bytes_up
         self.totals["bytes_down"] += self.stats.bytes_down

@@ -55,7 +55,7 @@ def write_hapt_run(path: Path, model, method: str):
 
     import numpy as np
 
-    from fedsense.adaptation import METHODS
+    from fedsense.methods import METHODS
     from fedsense.adaptation.training import renormalize
     from fedsense.deploy import RunModels
     from fedsense.devicestate import save_local
@@ -64,11 +64,11 @@ def write_hapt_run(path: Path, model, method: str):
     cfg = config_mod.load(REPO / "configs" / "default.yaml", [f"adapt.method={method}"])
     path.mkdir(parents=True)
     (path / "config.yaml").write_text(config_mod.dump(cfg))
-    sharing = sharing_of(METHODS[method], cfg.adapt.alignment)
+    sharing = sharing_of(cfg)
     (path / "checkpoints").mkdir()
     np.savez(path / "checkpoints" / "latest.npz", **shared_arrays(model, sharing))
     runs = RunModels.open(path)
-    if METHODS[method].local_norm:
+    if METHODS[method].device_models:
         device = copy.deepcopy(model)
         for pid in range(runs.clients()):
             renormalize(device, runs.client_data(pid).train)

@@ -1,13 +1,9 @@
-"""Domain adaptation, chosen by ``adapt.method``: gradient reversal,
-discriminators, the multi-branch adversarial loss, statistics references,
-and schedules (pure functions of the round).
-
-``none`` is source-only FedAvg; ``dann`` puts one discriminator on the fused
-embedding; ``m3bat`` one per modality branch plus the fused one; ``fedbn``
-keeps normalisation statistics on each device.
+"""Domain adaptation building blocks: gradient reversal, discriminators, the
+multi-branch adversarial loss, statistics references, input calibration,
+self-training, class-conditional alignment and schedules (pure functions of
+the round). The methods that combine them are in :mod:`fedsense.methods`.
 """
 
 from fedsense.adaptation.discriminators import FUSED
-from fedsense.adaptation.methods import METHODS, Method, needs_statistics
 
-__all__ = ["FUSED", "METHODS", "Method", "needs_statistics"]
+__all__ = ["FUSED"]

@@ -62,6 +62,7 @@ def train_adversarial(
     epochs: int,
     lr: float,
     seed: int,
+    disc_steps: int = 0,
 ) -> dict[str, object]:
     """Task loss on labelled windows plus the multi-branch adversarial loss on all.
 
@@ -70,6 +71,10 @@ def train_adversarial(
             used by federated discriminators. With a statistics reference,
             target windows (labelled 1) are set against reference samples
             (labelled 0); source windows take no adversarial step.
+
+        disc_steps: the discriminators learn in the first ``disc_steps``
+            gradient steps only (0: in every step); the encoders follow the
+            reversed gradient in every step (FADE's few discriminator steps).
 
     Returns ``loss_task``, ``steps``, ``num_examples`` (windows used),
     ``task_windows`` (labelled ones among them) and, per
@@ -130,6 +135,9 @@ def train_adversarial(
                     continue
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if disc_steps and steps >= disc_steps:
+                    for p in model.discriminators.parameters():
+                        p.grad = None  # frozen from here on: the optimizer skips it
                 optimizer.step()
                 steps += 1
     return {

@@ -13,6 +13,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from fedsense.config import DataConfig
 from fedsense.data.base import Dataset, DatasetError
 from fedsense.registry import Registry
@@ -69,12 +71,25 @@ def select_modalities(ds: Dataset, modalities: list[str]) -> Dataset:
     )
 
 
+def select_subjects(ds: Dataset, subjects: list[int]) -> Dataset:
+    """Keep only the windows of ``subjects`` (empty keeps all); a subject the
+    data do not have is an error naming it."""
+    if not subjects:
+        return ds
+    present = set(ds.subjects())
+    unknown = sorted(set(subjects) - present)
+    if unknown:
+        raise DatasetError(f"data.subjects: {unknown} not in the dataset (it has {sorted(present)})")
+    return ds.subset(np.flatnonzero(np.isin(ds.subject, np.asarray(subjects, dtype=np.int64))))
+
+
 def build_dataset(cfg: DataConfig, seed: int) -> Dataset:
     """Load ``cfg.kind``, select modalities and apply device shifts (uncached)."""
     from fedsense.data.shifts import apply_shifts
 
     ds = LOADERS[cfg.kind](cfg, seed)
     ds = select_modalities(ds, list(cfg.modalities))
+    ds = select_subjects(ds, list(cfg.subjects))
     if cfg.shifts:
         ds = apply_shifts(ds, list(cfg.shifts))
     return ds

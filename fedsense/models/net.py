@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from fedsense import protocol
+from fedsense.adaptation.calibration import Calibration, calibrated_modalities
 from fedsense.adaptation.discriminators import FUSED, build_discriminators
 from fedsense.config import Config, ModelConfig
 from fedsense.models.encoders import ENCODERS
@@ -54,6 +55,11 @@ class MultimodalNet(nn.Module):
 
     ``mask`` gives, per modality, a ``(B,)`` tensor with 1 where that modality
     is present; absent inputs may be any tensor of the right shape (zeros).
+
+    With ``calibrate``, every 3-axis input first goes through the device's
+    :class:`~fedsense.adaptation.calibration.Calibration` (identity at start).
+    With ``class_conditional``, each discriminator also takes the window's
+    (pseudo-)label, one-hot: class-conditional alignment (CDAN-style).
     """
 
     def __init__(
@@ -62,12 +68,17 @@ class MultimodalNet(nn.Module):
         cfg: ModelConfig,
         adversarial: Literal["none", "fused", "all"] = "none",
         disc_hidden: int = 64,
+        calibrate: bool = False,
+        class_conditional: bool = False,
     ) -> None:
         super().__init__()
         if not spec.shapes:
             raise ValueError("MultimodalNet needs at least one modality")
         self.spec = spec
+        self.num_classes = spec.num_classes
         self.modalities = list(spec.shapes)
+        axes = calibrated_modalities(spec.shapes) if calibrate else []
+        self.calibration = Calibration(axes) if axes else None
         encoder_cls = ENCODERS[cfg.encoder]
         self.encoders = nn.ModuleDict(
             {
@@ -85,7 +96,9 @@ class MultimodalNet(nn.Module):
             dims.update({m: cfg.embed_dim for m in self.modalities})
         if adversarial in ("all", "fused"):
             dims[FUSED] = self.fusion.out_dim
-        self.discriminators = build_discriminators(dims, disc_hidden)
+        self.class_conditional = class_conditional
+        extra = spec.num_classes if class_conditional else 0
+        self.discriminators = build_discriminators({b: d + extra for b, d in dims.items()}, disc_hidden)
 
     def features(self, out: NetOutput) -> dict[str, Tensor]:
         """The embeddings that have a discriminator, keyed like ``discriminators``."""
@@ -93,13 +106,20 @@ class MultimodalNet(nn.Module):
         return {name: every[name] for name in self.discriminators}
 
     def forward(self, x: dict[str, Tensor], mask: dict[str, Tensor] | None = None) -> NetOutput:
+        if self.calibration is not None:
+            x = self.calibration(x)
+        return self.head({m: self.branch(m, x[m], mask) for m in self.modalities}, mask)
+
+    def branch(self, modality: str, x: Tensor, mask: dict[str, Tensor] | None = None) -> Tensor:
+        """One modality's embedding ``(B, D)`` of (already calibrated) inputs ``(B, C, T)``."""
         if mask is None:
-            branches = {m: self.encoders[m](x[m]) for m in self.modalities}
-        else:
-            branches = {m: self._branch(m, x[m], mask[m]) for m in self.modalities}
+            return self.encoders[modality](x)
+        return self._branch(modality, x, mask[modality])
+
+    def head(self, branches: dict[str, Tensor], mask: dict[str, Tensor] | None = None) -> NetOutput:
+        """Fusion and classifier on the branches' embeddings."""
         fused = self.fusion(branches, mask)
         return NetOutput(logits=self.classifier(fused), branches=branches, fused=fused)
-
 
     def _branch(self, modality: str, x: Tensor, present: Tensor) -> Tensor:
         """A branch run on the windows that have its modality only (zeros
@@ -119,14 +139,18 @@ def build_model(
     seed: int = 0,
     adversarial: Literal["none", "fused", "all"] = "none",
     disc_hidden: int = 64,
+    calibrate: bool = False,
+    class_conditional: bool = False,
 ) -> MultimodalNet:
     """A freshly initialised model; the same seed gives the same weights.
 
-    ``adversarial`` adds domain discriminators (see ``Method.branches``).
+    ``adversarial`` adds domain discriminators (see ``Method.branches``);
+    ``calibrate`` an input calibration, ``class_conditional`` label inputs to
+    the discriminators (see :class:`MultimodalNet`).
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return MultimodalNet(spec, cfg, adversarial, disc_hidden)
+        return MultimodalNet(spec, cfg, adversarial, disc_hidden, calibrate, class_conditional)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -144,11 +168,10 @@ def build_run_model(spec: DataSpec, cfg: Config, qat: bool | None = None) -> Mul
     ``cfg.adapt.method`` needs, initialised from ``cfg.seed``; with
     ``train.qat`` (or ``qat``) it computes with int8-rounded weights
     (:mod:`fedsense.quantization`)."""
-    from fedsense.adaptation import METHODS
+    from fedsense.methods import METHODS
     from fedsense.quantization import prepare_qat
 
-    method = METHODS[cfg.adapt.method]
-    model = build_model(spec, cfg.model, cfg.seed, method.branches, cfg.adapt.disc_hidden)
+    model = build_model(spec, cfg.model, cfg.seed, **METHODS[cfg.adapt.method].model_options(cfg))
     if cfg.train.qat if qat is None else qat:
         prepare_qat(model)
     return model

@@ -27,7 +27,7 @@ def global_run(tmp_path_factory, hapt_model):
 
 @pytest.fixture(scope="module")
 def fedbn_run(tmp_path_factory, hapt_model):
-    return write_hapt_run(tmp_path_factory.mktemp("export") / "run", hapt_model, "fedbn")
+    return write_hapt_run(tmp_path_factory.mktemp("export") / "run", hapt_model, "fedbn_stats")
 
 
 def test_float_export_matches_pytorch_on_real_windows(global_run, tmp_path):

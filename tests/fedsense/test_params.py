@@ -9,15 +9,15 @@ import pytest
 import torch
 from torch import nn
 
-from fedsense.adaptation import METHODS, Method
-from fedsense.config import ModelConfig
+from fedsense.config import Config, ModelConfig, from_dict
+from fedsense.methods import METHODS
 from fedsense.models import DataSpec, build_model
-from fedsense.params import load_arrays, local_arrays, shared_arrays, shared_keys
+from fedsense.params import Sharing, load_arrays, local_arrays, shared_arrays, shared_keys
 
 SPEC = DataSpec(shapes={"acc": (3, 32), "gyro": (3, 16)}, num_classes=4)
 CFG = ModelConfig(channels=[8, 16], embed_dim=8, kernel_size=3)
 NONE = METHODS["none"]
-LOCAL_NORM = Method("fedbn-test", local_norm=True)
+LOCAL_NORM = METHODS["fedbn_stats"]
 
 
 def model(seed: int = 0, fusion: str = "concat") -> nn.Module:
@@ -141,3 +141,33 @@ def test_round_trip_shared_plus_local_restores_outputs() -> None:
         assert torch.equal(dst(x).logits, expected)
     for k, v in src.state_dict().items():
         assert torch.equal(dst.state_dict()[k], v), k
+
+
+def test_fedbn_keeps_affine_parameters_on_labelled_devices_only() -> None:
+    """Real FedBN: a labelled device keeps its BatchNorm affine parameters (and
+    statistics) as its own; they still travel, so the server's average of
+    them reaches devices without labels, which keep only their statistics."""
+    m = model()
+    bn = module_keys(m, nn.BatchNorm1d)
+    affine = {k for k in bn if k.endswith((".weight", ".bias"))}
+    stats = {k for k in bn if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+    fedbn = METHODS["fedbn"]
+    assert affine and affine <= shared_keys(m, fedbn)
+    assert not stats & shared_keys(m, fedbn)
+    assert set(local_arrays(m, fedbn, labelled=True)) == affine | stats
+    assert set(local_arrays(m, fedbn, labelled=False)) == stats
+    assert set(local_arrays(m, LOCAL_NORM, labelled=True)) == stats  # the statistics-only variant
+
+
+def test_m3bat_local_keeps_calibration_and_discriminators_on_the_device() -> None:
+    cfg = from_dict({"adapt": {"method": "m3bat_local"}})
+    method = METHODS["m3bat_local"]
+    m = build_model(SPEC, CFG, 0, **method.model_options(cfg))
+    sharing = Sharing(method, cfg)
+    own = {k for k in m.state_dict() if k.startswith(("calibration.", "discriminators."))}
+    assert {k for k in own if k.startswith("calibration.")} == {
+        "calibration.matrix.acc", "calibration.matrix.gyro", "calibration.offset.acc", "calibration.offset.gyro"}
+    assert own and not own & shared_keys(m, sharing)
+    assert own <= set(local_arrays(m, sharing))
+    # everything else is source-only FedAvg's: the same shared keys as `none`
+    assert shared_keys(m, sharing) == shared_keys(model(), Sharing(NONE, Config()))

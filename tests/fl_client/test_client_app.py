@@ -13,7 +13,7 @@ from flwr.app import (
 from fedsense import protocol
 from fedsense.config import ConfigError
 from fedsense.data.base import DatasetError
-from fedsense.adaptation import METHODS
+from fedsense.methods import METHODS
 from fedsense.models import DataSpec, build_model
 from fedsense.params import shared_arrays
 from fedsense.compression import decode
@@ -163,8 +163,8 @@ def test_fedbn_target_evaluates_with_statistics_of_its_own_windows(tmp_path, mod
     under the weights being evaluated, and stay on the device."""
     from fedsense.params import shared_arrays as shared
 
-    ctx = _context(5, tmp_path, "adapt.method=fedbn")  # subject 6: the target
-    arrays = shared(build_model(DataSpec({"acc": (3, 64), "gyro": (3, 64)}, 4), model_cfg), METHODS["fedbn"])
+    ctx = _context(5, tmp_path, "adapt.method=fedbn_stats")  # subject 6: the target
+    arrays = shared(build_model(DataSpec({"acc": (3, 64), "gyro": (3, 64)}, 4), model_cfg), METHODS["fedbn_stats"])
     assert not any(k.endswith("running_mean") for k in arrays)  # statistics never travel
     evaluate(_message(MessageType.EVALUATE, arrays), ctx)
     local = {k: v.numpy() for k, v in ctx.state[LOCAL_STATE].items()}
@@ -302,12 +302,14 @@ def test_an_unknown_encoding_is_refused_by_the_device_naming_it(tmp_path, model_
 def test_a_device_without_a_modality_trains_and_evaluates(tmp_path, model_cfg, method):
     """Every simulated device loses its gyroscope: the gyro branch is neither
     run nor trained, the reply says so, and evaluation works on acc alone."""
-    from fedsense.adaptation import METHODS as REGISTRY
-    from fedsense.params import sharing_of
+    from fedsense.params import Sharing
 
     model = build_model(DataSpec({"acc": (3, 64), "gyro": (3, 64)}, num_classes=4), model_cfg, seed=0,
-                        adversarial=REGISTRY[method].branches)
-    start = shared_arrays(model, sharing_of(REGISTRY[method], "federated"))
+                        adversarial=METHODS[method].branches)
+    from fedsense.config import load
+
+    cfg = load(SYNTHETIC, [f"adapt.method={method}", "adapt.alignment=federated"])
+    start = shared_arrays(model, Sharing(METHODS[method], cfg))
     settings = f"data.drop_modality={{gyro: 1.0}}\nadapt.method={method}\nadapt.alignment=federated"
     msg = _message(MessageType.TRAIN, start)
     msg.content[protocol.CONFIG][protocol.CFG_COEFF] = 0.5

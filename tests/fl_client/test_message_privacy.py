@@ -16,14 +16,18 @@ from fl_client.client_app import evaluate, query, train
 from tests.conftest import REPO
 from tests.fl_client.test_client_app import _context, _message
 
-METHODS = [
-    ("none", "federated", "fixed"),
+from fedsense.methods import METHODS as REGISTRY
+
+# every registered method (statistics alignment, fixed weights), plus the
+# other settings that change what adversarial methods send
+METHODS = [(name, "statistics", "fixed") for name in REGISTRY] + [
     ("dann", "federated", "fixed"),
     ("m3bat", "federated", "shift"),
-    ("m3bat", "statistics", "fixed"),
-    ("fedbn", "federated", "fixed"),
     ("m3bat_bn", "federated", "fixed"),
 ]
+# Documented exceptions to "every reply of a round has the same keys" (docs/privacy.md):
+# under `generated` only sources can send their own BatchNorm statistics.
+ROLE_ONLY = {"generated": {"evaluate.norm"}}
 
 
 def allowed_fields() -> dict[str, list[str]]:
@@ -49,14 +53,14 @@ def replies(tmp_path: Path, method: tuple[str, str, str], windows: int, encoding
     name, alignment, weights = method
     overrides = (f"adapt.method={name}\nadapt.alignment={alignment}\nadapt.branch_weights={weights}\n"
                  f"data.synthetic.windows_per_class={windows}\nadapt.stats_min_count=8")
-    from fedsense.config import ModelConfig
-    from fedsense.adaptation import METHODS as REG
-    from fedsense.models import DataSpec, build_model
+    from fedsense.config import from_dict
+    from fedsense.models import DataSpec, build_run_model
     from fedsense.params import shared_arrays, sharing_of
 
-    model = build_model(DataSpec({"acc": (3, 64), "gyro": (3, 64)}, 4),
-                        ModelConfig(channels=[16, 32], embed_dim=32), 0, REG[name].branches)
-    start = shared_arrays(model, sharing_of(REG[name], alignment))
+    cfg = from_dict({"model": {"channels": [16, 32], "embed_dim": 32},
+                     "adapt": {"method": name, "alignment": alignment}})
+    model = build_run_model(DataSpec({"acc": (3, 64), "gyro": (3, 64)}, 4), cfg)
+    start = shared_arrays(model, sharing_of(cfg))
     per_client = []
     for pid in (0, 5):  # a source and the target
         ctx = _context(pid, tmp_path, overrides)
@@ -67,8 +71,10 @@ def replies(tmp_path: Path, method: tuple[str, str, str], windows: int, encoding
         found |= inventory("evaluate", evaluate(_message(MessageType.EVALUATE, start), ctx))
         per_client.append(found)
     # every reply of a round has the same keys and shapes, whatever the role
-    assert per_client[0] == per_client[1]
-    return per_client[0]
+    exempt = ROLE_ONLY.get(name, set())
+    keep = [{k: v for k, v in found.items() if k.split(":")[0] not in exempt} for found in per_client]
+    assert keep[0] == keep[1]
+    return {**per_client[1], **per_client[0]}
 
 
 @pytest.mark.parametrize("method", METHODS, ids=["-".join(m) for m in METHODS])
@@ -83,7 +89,8 @@ def test_replies_carry_only_listed_fields_of_fixed_size(tmp_path, method):
         assert patterns is not None, f"record '{record}' is not in docs/privacy.md"
         assert any(fnmatch.fnmatch(key, p) for p in patterns), f"{field} is not in docs/privacy.md"
         assert large[field] == shape, f"{field} changes size with the number of windows"
-    if method[0] in ("dann", "m3bat", "m3bat_bn") and method[1:] != ("federated", "fixed"):
+    if (method[0] in ("dann", "m3bat", "m3bat_bn") and method[1:] != ("federated", "fixed")) \
+            or method[0] == "m3bat_local":
         assert any(f.startswith("evaluate.stats:") for f in small)  # statistics did travel
     else:
         assert not any(f.startswith("evaluate.stats:") for f in small)
@@ -131,16 +138,16 @@ def test_scrambling_target_labels_changes_no_trained_weight(tmp_path, monkeypatc
     true_split = partition.split_indices(target.y, cfg.data.test_fraction)
     monkeypatch.setattr(partition, "split_indices", lambda y, f: true_split)
 
-    from fedsense.config import ModelConfig
-    from fedsense.adaptation import METHODS as REG
-    from fedsense.models import DataSpec, build_model
+    from fedsense.config import from_dict
+    from fedsense.models import DataSpec, build_run_model
     from fedsense.adaptation.statistics import to_wire
     from fedsense.adaptation.training import embedding_stats
     from fedsense.params import shared_arrays, sharing_of
 
-    model = build_model(DataSpec({"acc": (3, 64), "gyro": (3, 64)}, 4),
-                        ModelConfig(channels=[16, 32], embed_dim=32), 0, REG[method].branches)
-    start = shared_arrays(model, sharing_of(REG[method], alignment))
+    run_cfg = from_dict({"model": {"channels": [16, 32], "embed_dim": 32},
+                         "adapt": {"method": method, "alignment": alignment}})
+    model = build_run_model(DataSpec({"acc": (3, 64), "gyro": (3, 64)}, 4), run_cfg)
+    start = shared_arrays(model, sharing_of(run_cfg))
     out = {}
     for name in ("true", "scrambled"):
         ctx = _context(0, tmp_path, f"adapt.method={method}\nadapt.alignment={alignment}")
@@ -164,10 +171,57 @@ def test_scrambling_target_labels_changes_no_trained_weight(tmp_path, monkeypatc
         assert np.array_equal(out["true-local"][k], out["scrambled-local"][k]), k
 
 
+def test_scrambling_target_labels_changes_nothing_m3bat_local_adapts(tmp_path, monkeypatch):
+    """m3bat_local adapts an unlabeled device when it evaluates: with its
+    training labels scrambled, every parameter it adapted (calibration,
+    BatchNorm, discriminators, what it evaluated with) is bit-identical; only
+    the confusion matrix of its held-out windows, which reads their labels,
+    may differ."""
+    from dataclasses import replace
+
+    from fedsense import config as config_mod
+    from fedsense.config import from_dict
+    from fedsense.data import partition
+    from fedsense.data.loaders import build_dataset
+    from fedsense.data.npz import save_npz
+    from fedsense.models import DataSpec, build_run_model
+    from fedsense.params import shared_arrays, sharing_of
+    from tests.conftest import SYNTHETIC
+
+    cfg = config_mod.load(SYNTHETIC, [f"data.cache_dir={tmp_path}"])
+    ds = build_dataset(cfg.data, cfg.seed)
+    target = ds.subset(ds.subject == 6)
+    scrambled = replace(target, y=np.random.default_rng(0).permutation(target.y))
+    save_npz(target, tmp_path / "true.npz")
+    save_npz(scrambled, tmp_path / "scrambled.npz")
+    true_split = partition.split_indices(target.y, cfg.data.test_fraction)
+    monkeypatch.setattr(partition, "split_indices", lambda y, f: true_split)
+    run_cfg = from_dict({"model": {"channels": [16, 32], "embed_dim": 32}, "adapt": {"method": "m3bat_local"}})
+    start = shared_arrays(build_run_model(DataSpec({"acc": (3, 64), "gyro": (3, 64)}, 4), run_cfg),
+                          sharing_of(run_cfg))
+    out = {}
+    for name in ("true", "scrambled"):
+        ctx = _context(0, tmp_path, "adapt.method=m3bat_local\nadapt.self_training_threshold=0")
+        ctx.node_config = {protocol.NODE_DATA_PATH: str(tmp_path / f"{name}.npz")}
+        reply = evaluate(_message(MessageType.EVALUATE, start, server_round=3), ctx)
+        assert reply.content[protocol.METRICS][protocol.IS_TARGET] == 1
+        out[name] = {k: v.numpy() for k, v in ctx.state["fedsense-local"].items()}
+        out[name + "-metrics"] = dict(reply.content[protocol.METRICS])
+    adapted = [k for k in out["true"] if k.startswith("method/adapted/") and "features.1.weight" in k]
+    assert adapted and not all(np.array_equal(out["true"][k], start[k.removeprefix("method/adapted/")])
+                               for k in adapted), "the target must actually adapt"
+    assert out["true"].keys() == out["scrambled"].keys()
+    for k in out["true"]:
+        assert np.array_equal(out["true"][k], out["scrambled"][k]), k
+    for k, v in out["true-metrics"].items():
+        if k.startswith("selftrain."):
+            assert v == out["scrambled-metrics"][k], k
+
+
 def test_projector_snapshot_sends_listed_fixed_size_centroids_only(tmp_path):
     """output.projector_rounds: class centroids, whose size never follows the window count."""
-    from fedsense.adaptation import METHODS as REG
     from fedsense.config import ModelConfig
+    from fedsense.methods import METHODS as REG
     from fedsense.models import DataSpec, build_model
     from fedsense.params import shared_arrays
 

@@ -99,7 +99,7 @@ def test_resume_takes_a_run_directory_and_nothing_else(tmp_path, capsys):
 
 def test_export_writes_the_file_and_a_report_and_names_what_is_missing(tmp_path, capsys, hapt_model):
     pytest.importorskip("onnxruntime")
-    runs = write_hapt_run(tmp_path / "run", hapt_model, "fedbn")
+    runs = write_hapt_run(tmp_path / "run", hapt_model, "fedbn_stats")
     assert main(["export", str(runs.path)]) == 2
     assert "--device N" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "nothing")]) == 2

@@ -18,6 +18,7 @@ METHODS = [
     ("m3bat", "federated", "fixed"),
     ("m3bat", "statistics", "shift"),
     ("fedbn", "federated", "fixed"),
+    ("m3bat_local", "statistics", "fixed"),
 ]
 
 
@@ -44,4 +45,5 @@ def test_every_reply_field_is_listed(tmp_path, method):
                 f"{entry['type']} reply field {field} is not in docs/privacy.md"
             )
     stats_sent = any(f.startswith("stats:") for e in entries for f in e["fields"])
-    assert stats_sent == (name in ("dann", "m3bat") and (alignment, weights) != ("federated", "fixed"))
+    assert stats_sent == ((name in ("dann", "m3bat") and (alignment, weights) != ("federated", "fixed"))
+                          or name == "m3bat_local")

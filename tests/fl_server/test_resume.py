@@ -25,11 +25,11 @@ ROUNDS = 4
 
 
 def _overrides(tmp: Path) -> list[str]:
-    # M3BAT on device-local BatchNorm with the statistics reference, int8
-    # updates with error feedback: server state (reference, schedule) and
-    # device state (BN statistics, discriminators, rounding residual) must all
-    # survive the kill.
-    return [f"fed.rounds={ROUNDS}", "adapt.method=m3bat_bn", "adapt.alignment=statistics",
+    # The default method with int8 updates and error feedback: server state
+    # (raw and class references, shift weights, schedule) and device state
+    # (calibration and its candidates, discriminators, what a target evaluated
+    # with, rounding residual) must all survive the kill.
+    return [f"fed.rounds={ROUNDS}", "adapt.method=m3bat_local", "adapt.stats_min_count=8",
             "fed.update_encoding=int8", f"data.cache_dir={tmp / 'cache'}"]
 
 

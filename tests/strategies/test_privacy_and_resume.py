@@ -12,11 +12,10 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
 from fedsense import protocol
-from fedsense.adaptation import METHODS
-from fedsense.adaptation.statistics import Stats
-from fedsense.config import AdaptConfig, ConfigError, PrivacyConfig, from_dict
+from fedsense.methods import METHODS, Reply
+from fedsense.adaptation.statistics import Stats, to_wire
+from fedsense.config import ConfigError, PrivacyConfig, from_dict
 from fedsense.privacy import epsilon
-from strategies import AdaptationState
 from tests.strategies.test_fedsense_strategy import eval_reply, make, train_reply
 
 DP = PrivacyConfig(dp=True, noise_multiplier=1.0, clipping_norm=2.0, delta=1e-5)
@@ -63,28 +62,30 @@ def test_dp_needs_the_plain_mean():
         from_dict({"privacy": {"delta": 1.5}})
 
 
-def _adapting() -> AdaptationState:
-    return AdaptationState(AdaptConfig(method="m3bat", alignment="statistics"), METHODS["m3bat"], ["acc", "fused"], 6)
+def _adapting():
+    cfg = from_dict({"adapt": {"method": "m3bat", "alignment": "statistics"}, "fed": {"rounds": 6}})
+    return METHODS["m3bat"].server(cfg, ["acc", "fused"])
 
 
 def test_a_restored_strategy_continues_the_rounds_and_the_reference():
     rng = np.random.default_rng(0)
-    first = make(adaptation=_adapting(), privacy=DP)
+    first = make(method_state=_adapting(), privacy=DP)
     stats = {b: Stats.of(rng.normal(size=(50, 3))) for b in ("acc", "fused")}
-    first.adaptation.update([stats], [])
+    arrays_, counts = to_wire(stats)
+    first.method_state.after_evaluate([Reply(1, False, counts, {protocol.STATS: arrays_})])
     first.aggregate_train(1, [train_reply(1, np.zeros(4), n=2), train_reply(2, np.ones(4), n=2)])
     first.aggregate_evaluate(1, [eval_reply(1, np.eye(2, dtype=int), 0)])
     state, arrays = first.snapshot()
     state = json.loads(json.dumps(state))  # through the resume file's JSON
 
-    second = make(adaptation=_adapting(), privacy=DP)
+    second = make(method_state=_adapting(), privacy=DP)
     second.restore(state, arrays)
     assert second.rounds_done == 1 and second.releases == 1 and second.totals == first.totals
     assert second.history == json.loads(json.dumps(first.history))
     for b in ("acc", "fused"):
-        assert second.adaptation.reference[b].count == 50
-        np.testing.assert_array_equal(second.adaptation.reference[b].cov, first.adaptation.reference[b].cov)
-    assert second.adaptation.round_config(2) == first.adaptation.round_config(2)
+        assert second.method_state.reference[b].count == 50
+        np.testing.assert_array_equal(second.method_state.reference[b].cov, first.method_state.reference[b].cov)
+    assert second.method_state.train_config(2) == first.method_state.train_config(2)
     # Flower's start() counts from 1 again; the hooks carry on from round 2
     seen = []
     second.on_round_end = lambda r, rec, a: seen.append(r)

@@ -112,3 +112,29 @@ def test_reversal_coefficient_scales_an_unlabeled_clients_step_even_under_adam()
         deltas.append(model.state_dict()["encoders.acc.project.1.weight"] - before["encoders.acc.project.1.weight"])
     assert deltas[0].abs().max() > 0
     torch.testing.assert_close(deltas[1], 2 * deltas[0])
+
+
+def test_discriminators_learn_in_their_first_steps_only():
+    """FADE's few discriminator steps: after ``disc_steps`` steps the
+    discriminators stay put while the encoders keep following the reversed
+    gradient."""
+    ds = data()
+    snapshots = {}
+    for limit in (1, 0):
+        model = build_model(SPEC, SMALL, seed=1, adversarial="fused")
+        start = weights_of(model)
+        domain = (ds.subject == 2).astype(np.float32)
+        calls = []
+        hook = model.discriminators["fused"].net[0].weight.register_hook(lambda g: calls.append(1))
+        out = train_adversarial(model, ds, domain, TrainConfig(batch_size=8),
+                                Adversarial(coeff=0.5, weights={"fused": 1.0}), epochs=1, lr=0.01, seed=0,
+                                disc_steps=limit)
+        hook.remove()
+        assert out["steps"] > 2 and len(calls) == out["steps"]  # the gradient is computed every step
+        snapshots[limit] = (start, weights_of(model))
+    one_step, every_step = snapshots[1], snapshots[0]
+    # One step changes a discriminator by one optimiser step; every step by many: compare the distance moved.
+    moved = {limit: float((after["discriminators.fused.net.0.weight"] - start["discriminators.fused.net.0.weight"])
+                          .norm()) for limit, (start, after) in snapshots.items()}
+    assert 0 < moved[1] < moved[0] / 2
+    assert not torch.equal(one_step[0]["encoders.acc.project.1.weight"], one_step[1]["encoders.acc.project.1.weight"])

@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, MetricRecord
+from flwr.app import ArrayRecord
 
 from fedsense import protocol
-from strategies.generation import GenerationState
-from tests.strategies.test_fedsense_strategy import eval_reply, make
+from fedsense.methods import Reply
+from fedsense.methods.generated import GenerationState
+from tests.strategies.test_fedsense_strategy import make
 
 
-def _reply(node: int, descriptor: np.ndarray, mean: np.ndarray | None, target: int):
-    msg = eval_reply(node, np.eye(2, dtype=int), target)
-    metrics = dict(msg.content[protocol.METRICS])
-    metrics[protocol.DESCRIPTOR] = [float(v) for v in descriptor]
-    msg.content[protocol.METRICS] = MetricRecord(metrics)
+def _reply(node: int, descriptor: np.ndarray, mean: np.ndarray | None, target: int) -> Reply:
+    records = {}
     if mean is not None:
-        msg.content[protocol.NORM] = ArrayRecord({
-            "bn.running_mean": Array(mean.astype(np.float32)),
-            "bn.running_var": Array(np.exp(mean).astype(np.float32))})
-    return msg
+        records[protocol.NORM] = {"bn.running_mean": mean.astype(np.float32),
+                                  "bn.running_var": np.exp(mean).astype(np.float32)}
+    return Reply(node=node, target=bool(target), metrics={protocol.DESCRIPTOR: [float(v) for v in descriptor]},
+                 records=records)
 
 
 def test_targets_get_statistics_generated_from_their_descriptor_by_what_sources_showed():
@@ -29,7 +27,7 @@ def test_targets_get_statistics_generated_from_their_descriptor_by_what_sources_
     probe = rng.normal(size=4)
     replies = [_reply(i + 10, d, m, 0) for i, (d, m) in enumerate(sources)] + [_reply(99, probe, None, 1)]
     state = GenerationState(ridge=1e-6)
-    state.update(replies, lambda msg: int(msg.metadata.src_node_id))
+    state.after_evaluate(replies)
     assert state.sources_fitted == 12 and set(state.generated) == {99}
     np.testing.assert_allclose(state.generated[99]["bn.running_mean"], probe @ w, atol=1e-3)
     np.testing.assert_allclose(state.generated[99]["bn.running_var"], np.exp(probe @ w), rtol=1e-3)
@@ -38,10 +36,10 @@ def test_targets_get_statistics_generated_from_their_descriptor_by_what_sources_
 def test_too_few_sources_or_broken_descriptors_generate_nothing():
     state = GenerationState()
     one = [_reply(1, np.ones(4), np.zeros(3), 0), _reply(2, np.ones(4), None, 1)]
-    state.update(one, lambda msg: int(msg.metadata.src_node_id))
+    state.after_evaluate(one)
     assert state.generated == {}
     broken = [_reply(i, np.full(4, np.nan), np.zeros(3), 0) for i in range(5)]
-    state.update(broken, lambda msg: int(msg.metadata.src_node_id))
+    state.after_evaluate(broken)
     assert state.generated == {} and state.sources_fitted == 0
 
 
@@ -57,7 +55,7 @@ def test_only_the_target_it_was_generated_for_receives_it(monkeypatch):
     monkeypatch.setattr(FedAvg, "configure_evaluate", lambda self, r, a, c, g: sent)
     state = GenerationState()
     state.generated = {6: {"bn.running_mean": np.ones(3, np.float32)}}
-    messages = list(make(generation=state).configure_evaluate(1, ArrayRecord(), ConfigRecord(), grid=None))
+    messages = list(make(method_state=state).configure_evaluate(1, ArrayRecord(), ConfigRecord(), grid=None))
     assert protocol.GENERATED not in messages[0].content.array_records
     assert protocol.GENERATED in messages[1].content.array_records
     assert protocol.GENERATED not in shared.array_records  # the shared content is left alone
