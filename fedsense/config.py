@@ -157,7 +157,7 @@ class AdaptConfig:
     align_branches: Literal["all", "fused", "none"] = "all"  # class-conditional alignment on these branches
     class_conditional: bool = True  # False: align each branch's embeddings as a whole
     moment_weight: float = 1.0  # weight of the class-mean term beside each branch's discriminator
-    self_training_epochs: int = 3
+    self_training_epochs: int = 1  # per round; self-training carries on across rounds
     self_training_lr: float = 0.001
     self_training_beta: float = 0.3  # weight of the centroid pseudo-label cross-entropy
     self_training_threshold: float = 0.9  # pseudo-labels only on windows predicted at least this confidently

@@ -171,25 +171,29 @@ AlignTerm = Callable[[NetOutput, Tensor, Tensor, torch.Generator], tuple[Tensor,
 
 def self_train(
     model: MultimodalNet, ds: Dataset, settings: SelfTraining, seed: int, align: AlignTerm | None = None,
-    extra_params: list[nn.Parameter] | None = None,
+    extra_params: list[nn.Parameter] | None = None, anchor_to: dict[str, Tensor] | None = None,
+    before: float | None = None,
 ) -> dict[str, float]:
     """Information maximisation plus centroid pseudo-labels (plus ``align``)
     on the device-local parameters of ``model``, in place; BatchNorm
-    statistics and dropout stay fixed (eval mode). Undone when the objective
-    on ``ds`` did not improve. Returns the round's numbers: objective before
-    and after, pseudo-labelled share, smallest predicted class share, drift,
-    whether it was kept."""
+    statistics and dropout stay fixed (eval mode). The anchor pulls each
+    parameter toward ``anchor_to[name]`` (default: where it starts). Undone
+    when the objective on ``ds`` did not improve on ``before`` (default: the
+    objective at the start). Returns the round's numbers: objective before
+    and after, pseudo-labelled share, smallest predicted class share, drift
+    from the anchor, whether it was kept."""
     params = local_parameters(model)
     if not params or len(ds) < 2:
         return {}
+    names = {id(p): n for n, p in model.named_parameters()}
     trained = params + (extra_params or [])
     everything = list(model.parameters())
     flags = [p.requires_grad for p in everything]
     for p in everything:
         p.requires_grad_(any(p is q for q in trained))
     start = copy.deepcopy(model.state_dict())
-    anchors = [p.detach().clone() for p in params]
-    before = im_score(model, ds)
+    anchors = [(anchor_to or {}).get(names[id(p)], p.detach()).clone() for p in params]
+    before = im_score(model, ds) if before is None else before
     optimizer = torch.optim.Adam(params + (extra_params or []), lr=settings.lr)
     generator = torch.Generator().manual_seed(seed)
     x_all, m_all = as_tensors(ds), masks(ds)

@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import torch
 
 from fedsense import protocol
 from fedsense.adaptation.calibration import Fit, RawStats, energy_scale, fit_candidates, pool_raw, raw_stats
@@ -61,6 +62,7 @@ from fedsense.params import load_arrays
 
 FIT_PREFIX = "calibration-fit/"  # keys of the calibration candidates in Step.state
 ADAPTED_KEY = ADAPTED[len(METHOD_STATE):]  # Step.state keys of the parameters evaluated with
+DELTA = "selftrain-delta/"  # Step.state keys of self-training's change of the BatchNorm affine parameters
 
 
 def _sweep_round(step: Step) -> bool:
@@ -173,12 +175,20 @@ class LocalM3BAT(Method):
         global_stats = _norm_statistics(model)
         score_global = im_score(model, data)
         renormalize(model, data)
-        local = im_score(model, data) < score_global
+        score_local = im_score(model, data)
+        local = score_local < score_global
         if not local:
             load_arrays(model, global_stats, strict_keys=set())
         numbers[protocol.ST_NORM_LOCAL] = float(local)
+        score = min(score_local, score_global)
         reference = wire.read_class_stats(step.payload.get(protocol.CLASS_STATS, {}))
         if adapt.self_training:
+            # Self-training goes on across rounds: last round's change of the
+            # BatchNorm affine parameters is applied to this round's global ones
+            # (kept if the objective says it still helps), and the anchor pulls
+            # toward the global values, so the drift cap holds over all rounds.
+            affine = {k: v.clone() for k, v in model.state_dict().items() if is_norm_affine(model, k)}
+            score = self._resume_self_training(step, affine, score)
             align = None
             weights = {b: float(step.config.get(protocol.cfg_weight(b), 1.0)) for b in model.discriminators}
             if adapt.align_branches != "none" and reference:
@@ -190,13 +200,31 @@ class LocalM3BAT(Method):
                                     beta=adapt.self_training_beta, threshold=adapt.self_training_threshold,
                                     anchor=adapt.self_training_anchor)
             discriminators = list(model.discriminators.parameters()) if align is not None else []
-            outcome = self_train(model, data, settings, step.seed, align=align, extra_params=discriminators)
+            outcome = self_train(model, data, settings, step.seed, align=align, extra_params=discriminators,
+                                 anchor_to=affine, before=score)
             numbers.update({protocol.selftrain_key(k): v for k, v in outcome.items()})
+            state = model.state_dict()
+            step.state.update({DELTA + k: (state[k] - v).numpy().copy() for k, v in affine.items()})
         # what this device evaluates with, for `fedsense export --device` (not loaded by the next round)
         state = model.state_dict()
         step.state.update({ADAPTED_KEY + k: state[k].numpy().copy() for k in state
                            if not is_discriminator(k) and (k.startswith("calibration.") or _is_norm(model, k))})
         return Result(metrics=numbers, keep=True)
+
+    def _resume_self_training(self, step: Step, affine: dict[str, torch.Tensor], score: float) -> float:
+        """Apply the device's last change of its BatchNorm affine parameters to
+        ``step.model`` if the objective is lower with it; returns the objective
+        self-training starts from."""
+        delta = {k[len(DELTA):]: v for k, v in step.state.items() if k.startswith(DELTA)}
+        if set(delta) != set(affine) or any(delta[k].shape != tuple(affine[k].shape) for k in affine):
+            return score  # none yet, or another model's
+        load_arrays(step.model, {k: (affine[k] + torch.as_tensor(delta[k])).numpy() for k in affine},
+                    strict_keys=set())
+        resumed = im_score(step.model, step.data.train)
+        if resumed < score:
+            return resumed
+        load_arrays(step.model, {k: v.numpy() for k, v in affine.items()}, strict_keys=set())
+        return score
 
     def _fits(self, step: Step) -> dict[str, list[Fit]]:
         """The calibration candidates of each 3-axis modality: from the
