@@ -135,3 +135,36 @@ def test_ablation_switches_change_the_model_and_the_steps():
     METHODS["m3bat_local"].evaluate(target)
     changed = {k for k, v in target.model.state_dict().items() if not torch.equal(v, before[k])}
     assert changed <= {k for k in before if "running_" in k or "num_batches" in k}  # at most its own statistics
+
+
+def test_self_training_carries_on_across_rounds_only_while_it_helps(monkeypatch):
+    """A target keeps its self-training's change of the BatchNorm affine
+    parameters and starts the next round from it when the objective is lower
+    with it; otherwise the round starts from the global values."""
+    import fedsense.methods.local as local
+
+    cfg = cfg_of("m3bat_local", "adapt.calibration=false", "adapt.align_branches=none",
+                 "adapt.self_training_threshold=0")
+    method = METHODS["m3bat_local"]
+    first = step(cfg, 5)
+    method.evaluate(first)
+    delta = {k: v for k, v in first.state.items() if k.startswith(local.DELTA)}
+    assert delta and any(np.abs(v).sum() > 0 for v in delta.values())
+    seen = []
+    real_self_train = local.self_train
+
+    def spy(model, *args, **kwargs):
+        seen.append({k: v.clone() for k, v in model.state_dict().items()})
+        return real_self_train(model, *args, **kwargs)
+
+    monkeypatch.setattr(local, "self_train", spy)
+    key = next(iter(delta))[len(local.DELTA):]
+    for helps in (True, False):
+        scores = iter([0.0, 0.0, -1.0 if helps else 1.0])  # global and own statistics, then resumed
+        monkeypatch.setattr(local, "im_score", lambda m, d, _s=scores: next(_s))
+        again = step(cfg, 5, payload={}, config={"server-round": 4})
+        again.state = dict(first.state)
+        start = again.model.state_dict()[key].clone()
+        method.evaluate(again)
+        expected = start + torch.as_tensor(delta[local.DELTA + key]) if helps else start
+        torch.testing.assert_close(seen[-1][key], expected)
