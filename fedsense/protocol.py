@@ -19,7 +19,7 @@ RUN_RESUME = "resume"  # "1": continue the run directory's last complete round (
 # Node config (set per SuperNode by the runtime)
 NODE_PARTITION_ID = "partition-id"
 NODE_NUM_PARTITIONS = "num-partitions"
-NODE_DATA_PATH = "data-path"  # a real device's own windows (npz of DESIGN.md)
+NODE_DATA_PATH = "data-path"  # a real device's own windows (npz of docs/design.md)
 NODE_ROLE = "role"  # optional on a device: "source" or "target" (default: from its domain)
 # optional on a device: an absolute folder where it keeps its device-only
 # parameters between runs (fedsense.devicestate); simulated clients use

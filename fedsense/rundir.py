@@ -1,4 +1,4 @@
-"""The run directory contract (DESIGN.md): config.yaml, metrics.jsonl,
+"""The run directory contract (docs/design.md): config.yaml, metrics.jsonl,
 summary.json, tb/ and checkpoints/.
 
 Files are written atomically (temp file + rename) so a crash never leaves a
@@ -171,7 +171,7 @@ def device_compute(history: list[Mapping[str, Any]]) -> dict[str, float | None]:
 def build_summary(
     cfg: Config, history: list[Mapping[str, Any]], comm: Mapping[str, int], **extra: Any
 ) -> dict[str, Any]:
-    """summary.json content: the last round's metrics plus totals (DESIGN.md keys).
+    """summary.json content: the last round's metrics plus totals (docs/design.md keys).
 
     ``target``/``source`` hold ``macro_f1`` and ``accuracy`` (``null`` when a run
     has no client of that role or failed before its first round).

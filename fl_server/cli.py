@@ -11,7 +11,7 @@
 
 A federated run goes through Flower's simulation engine (one virtual
 SuperNode per client); ``fed.mode: centralized`` trains the pooled source
-data in this process instead. Either way the run directory of DESIGN.md is
+data in this process instead. Either way the run directory of docs/design.md is
 written and its path printed. ``fedsense fleet`` runs the same apps on real
 SuperLink and SuperNode processes (Flower's deployment engine) on this machine.
 """
@@ -214,7 +214,7 @@ def run_seeds(
 
 def convert(config_file: str | Path, overrides: list[str], out: str, per_subject: bool) -> list[Path]:
     """Write the configured dataset (after modality selection and shifts) in
-    the npz format of DESIGN.md: one file, or one file per subject in a folder."""
+    the npz format of docs/design.md: one file, or one file per subject in a folder."""
     from fedsense.data.loaders import build_dataset
     from fedsense.data.npz import save_npz
 
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     run_p.add_argument("--verbose", action="store_true", help="stream Flower's and Ray's logs")
     run_p.add_argument("--seeds", help="comma-separated seeds: one run each under OUT/seed-<s>, "
                        "plus OUT/seeds.json with mean ± std")
-    conv_p = sub.add_parser("convert", help="write the configured dataset as DESIGN.md npz file(s)")
+    conv_p = sub.add_parser("convert", help="write the configured dataset as docs/design.md npz file(s)")
     conv_p.add_argument("config", help="experiment YAML whose data section is converted")
     conv_p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     conv_p.add_argument("--out", required=True, help="output .npz file (or folder with --per-subject)")
@@ -434,7 +434,7 @@ def _fleet_parser(sub) -> None:
     fleet_p = sub.add_parser("fleet", help="a local fleet of real SuperLink/SuperNode processes")
     fsub = fleet_p.add_subparsers(dest="fleet_command", required=True)
     up = fsub.add_parser("up", help="split data per device, make certificates/keys, start SuperLink + SuperNodes")
-    up.add_argument("--data", required=True, help="DESIGN.md npz with several subjects (e.g. from `fedsense convert`)")
+    up.add_argument("--data", required=True, help="docs/design.md npz with several subjects (e.g. from `fedsense convert`)")
     up.add_argument("--dir", required=True, help="the fleet's folder (state, device files, certificates, logs)")
     up.add_argument("--devices", type=int, help="one device per subject: the first N subjects")
     up.add_argument("--subjects", help="comma-separated subjects, one device each (instead of --devices)")

@@ -12,7 +12,7 @@ ClientApp are the ones the simulation runs.
 Layout of DIR::
 
     fleet.json          what was started: addresses, pids (with start times), node ids
-    devices/device-<i>.npz   device i's windows (one subject), DESIGN.md npz
+    devices/device-<i>.npz   device i's windows (one subject), docs/design.md npz
     certs/              ca.crt, ca.key, server.pem, server.key          (--tls)
     keys/device-<i>[.pub]    device i's key pair, OpenSSH              (--auth)
     flower/             FLWR_HOME of the SuperLink and of the flwr CLI; superlink.log

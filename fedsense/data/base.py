@@ -1,6 +1,6 @@
 """The in-memory multimodal dataset every loader returns.
 
-A :class:`Dataset` is the DESIGN.md npz contract held in memory: one float32
+A :class:`Dataset` is the docs/design.md npz contract held in memory: one float32
 array ``(N, C, T)`` per modality, int64 labels (``-1`` = unlabeled), subjects
 and domains. Within one subject, windows are in time order.
 """

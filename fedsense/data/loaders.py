@@ -1,6 +1,6 @@
 """From a :class:`DataConfig` to a ready dataset: load by kind, pick modalities, shift.
 
-Kinds are a registry (``data.kind``); each loader returns the DESIGN.md
+Kinds are a registry (``data.kind``); each loader returns the docs/design.md
 contract in memory. The result is cached per process, because a simulated
 client process serves many virtual clients over many rounds.
 """

@@ -1,4 +1,4 @@
-"""The DESIGN.md dataset file: one strict ``.npz`` holding a :class:`Dataset`.
+"""The docs/design.md dataset file: one strict ``.npz`` holding a :class:`Dataset`.
 
 Keys (``N`` windows; every array has the same ``N``):
 

@@ -1,6 +1,6 @@
 """One federated client per subject, each split in time order, class by class.
 
-DESIGN.md "Roles and honest evaluation": within each class a client's earlier
+docs/design.md "Roles and honest evaluation": within each class a client's earlier
 windows train and its later ones are held out, with the one window at the
 boundary dropped, so two overlapping neighbours never sit on both sides (a
 random split of overlapping windows leaks; one cut in time leaves classes out

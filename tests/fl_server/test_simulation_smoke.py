@@ -20,7 +20,7 @@ from tests.conftest import SYNTHETIC, processes_with_home
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("smoke")
-    # An npz dataset (any dataset in DESIGN.md's format runs unchanged) and
+    # An npz dataset (any dataset in docs/design.md's format runs unchanged) and
     # M3BAT, so every scope of the TensorBoard tags has something to show.
     (data,) = convert(SYNTHETIC, [f"data.cache_dir={tmp / 'cache'}"], str(tmp / "fleet.npz"), per_subject=False)
     return run_experiment(
