@@ -49,7 +49,7 @@ bench: $(STAMP)
 bench-fleet: $(STAMP)
 	$(BIN)/python benchmarks/run.py fleet_round
 
-# Model size/latency/accuracy (fp32, int8 PTQ, int8 QAT) and update encodings (~20 min; README "Edge").
+# Model size/latency/accuracy (fp32, int8 PTQ, int8 QAT) and update encodings (~20 min; docs/edge.md).
 bench-edge: $(STAMP)
 	$(BIN)/python benchmarks/run.py edge
 
