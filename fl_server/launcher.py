@@ -15,10 +15,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fl_server.processes import processes_with_env, stop_tree
+from fl_server.processes import identity, processes_with_env, stop_tree
 
 if TYPE_CHECKING:
     from fl_server.pki import ServerPki
@@ -145,11 +147,14 @@ def wait_healthy(
 
 @dataclass
 class SuperLink:
-    """A simulation-mode SuperLink process we own (and its process group)."""
+    """A simulation-mode SuperLink process we own (and its process group),
+    Ray's private directory, and the watchdog that stops both if we die."""
 
     process: subprocess.Popen
     port: int
     home: Path
+    ray_tmp: Path | None = None
+    watchdog: subprocess.Popen | None = None
 
     @property
     def address(self) -> str:
@@ -160,11 +165,14 @@ class SuperLink:
         home.mkdir(parents=True, exist_ok=True)
         port = free_port()
         cmd = superlink_command(port, home / "superlink.log", simulation=True)
+        # Ray's sessions in a directory of this run's (short: Ray's socket
+        # paths must fit 107 bytes), removed when the run ends, not in /tmp/ray.
+        ray_tmp = Path(tempfile.mkdtemp(prefix="fsray-", dir="/tmp"))
+        env = {**quiet_env(home), "RAY_TMPDIR": str(ray_tmp)}
         with open(home / "superlink.out", "ab") as out:
-            process = subprocess.Popen(
-                cmd, env=quiet_env(home), stdout=out, stderr=subprocess.STDOUT,
-            )
-        link = cls(process=process, port=port, home=home)
+            process = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        link = cls(process=process, port=port, home=home, ray_tmp=ray_tmp)
+        link.watchdog = _start_watchdog(process.pid, home, ray_tmp)
         write_cli_config(home, link.address)
         try:
             wait_healthy(link.address, lambda: process.poll(), home / "superlink.out", timeout)
@@ -175,13 +183,36 @@ class SuperLink:
 
     def stop(self, grace: float = 10.0) -> list[int]:
         """Stop the SuperLink and every process below it (simulation, Ray),
-        then any that left the tree but still carry this FLWR_HOME."""
+        then any that left the tree but still carry this FLWR_HOME; remove
+        Ray's directory and let the watchdog go."""
         stopped = stop_tree(self.process.pid, grace)
         try:
             self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL was sent
             pass
-        return stopped + stop_stragglers(self.home, grace)
+        stopped += stop_stragglers(self.home, grace)
+        if self.ray_tmp is not None:
+            shutil.rmtree(self.ray_tmp, ignore_errors=True)
+        if self.watchdog is not None:
+            self.watchdog.terminate()
+            self.watchdog.wait(timeout=10)
+        return stopped
+
+
+def _start_watchdog(superlink_pid: int, home: Path, ray_tmp: Path) -> subprocess.Popen | None:
+    """``fl_server.watchdog`` for this command and its SuperLink, in a session
+    of its own; without FLWR_HOME, so it never counts as one of the run's
+    processes."""
+    me, link = identity(os.getpid()), identity(superlink_pid)
+    if me is None or link is None:  # not Linux /proc: nothing to watch with
+        return None
+    env = {k: v for k, v in os.environ.items() if k != "FLWR_HOME"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "fl_server.watchdog", str(me[0]), me[1], str(link[0]), link[1], str(home),
+         str(ray_tmp)],
+        env=env, cwd=str(APP_DIR), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def stop_stragglers(home: Path, grace: float = 10.0) -> list[int]:
