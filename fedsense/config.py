@@ -32,36 +32,36 @@ class ShiftConfig:
     together.
     """
 
-    domains: list[int] = field(default_factory=list)
+    domains: list[int] = field(default_factory=list)  # the domains (data.target_domains' kind of id) it shifts
     modalities: list[str] = field(default_factory=list)  # empty: every modality
     rotate: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # deg about x, y, z
     mirror: list[str] = field(default_factory=list)  # axes to flip, of "x", "y", "z"
-    gain: float = 1.0
-    bias: float = 0.0
+    gain: float = 1.0  # every sample times this
+    bias: float = 0.0  # plus this (signal units)
     noise: float = 0.0  # std of additive Gaussian noise, in signal units
     resample: float = 1.0  # time-axis stretch: 1.1 = sensor clock 10 % fast
-    seed: int = 0
+    seed: int = 0  # seeds the noise
 
 
 @dataclass(frozen=True)
 class SyntheticConfig:
     """Shape of the generated multimodal dataset used by fast tests."""
 
-    subjects: int = 6
-    windows_per_class: int = 20
-    classes: int = 4
+    subjects: int = 6  # one client each
+    windows_per_class: int = 20  # per subject
+    classes: int = 4  # activities
     modalities: dict[str, list[int]] = field(
         default_factory=lambda: {"acc": [3, 64], "gyro": [3, 64]}
     )  # name -> [channels, time steps]
     subject_shift: float = 0.3  # per-subject offset, so domains differ
-    noise: float = 0.5
+    noise: float = 0.5  # std of the per-sample noise
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    kind: Literal["synthetic", "hapt", "npz"] = "hapt"
+    kind: Literal["synthetic", "hapt", "npz"] = "hapt"  # a loader of fedsense.data.loaders.LOADERS
     path: str = ""  # npz file, or the HAPT .pkl.gz (empty: the installed package's copy)
-    target_domains: list[int] = field(default_factory=list)
+    target_domains: list[int] = field(default_factory=list)  # devices of these domains are unlabeled targets
     modalities: list[str] = field(default_factory=list)  # empty: all in the dataset
     subjects: list[int] = field(default_factory=list)  # keep only these subjects (empty: all)
     window: int = 128  # HAPT: samples per window (2.56 s at 50 Hz)
@@ -70,7 +70,7 @@ class DataConfig:
     target_labels: Literal["hidden", "visible"] = "hidden"  # visible: the target oracle
     cache_dir: str = ""  # empty: $FEDSENSE_CACHE or ~/.cache/fedsense
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
-    shifts: list[ShiftConfig] = field(default_factory=list)
+    shifts: list[ShiftConfig] = field(default_factory=list)  # simulated device shifts (fedsense.data.shifts)
     # simulation: modality -> share of devices without it, all windows (fedsense.data.missing)
     drop_modality: dict[str, float] = field(default_factory=dict)
     # simulation: modality -> share of every device's windows without it
@@ -79,39 +79,39 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    encoder: str = "conv1d"
-    channels: list[int] = field(default_factory=lambda: [32, 48, 64])
-    kernel_size: int = 5
-    embed_dim: int = 64
-    fusion: str = "concat"
-    dropout: float = 0.1
+    encoder: str = "conv1d"  # a modality branch of fedsense.models.ENCODERS
+    channels: list[int] = field(default_factory=lambda: [32, 48, 64])  # the encoder's layer widths
+    kernel_size: int = 5  # of every 1-D convolution
+    embed_dim: int = 64  # each branch's embedding width
+    fusion: str = "concat"  # concat | attention (fedsense.models.FUSIONS)
+    dropout: float = 0.1  # before each projection and the classifier
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    optimizer: Literal["adam", "sgd"] = "adam"
-    lr: float = 0.003
-    weight_decay: float = 0.0
-    batch_size: int = 32
-    local_epochs: int = 1
-    device: str = "cpu"
+    optimizer: Literal["adam", "sgd"] = "adam"  # of a device's local training
+    lr: float = 0.003  # its learning rate
+    weight_decay: float = 0.0  # L2 penalty of the local optimiser
+    batch_size: int = 32  # windows per local step
+    local_epochs: int = 1  # passes over a device's windows per round
+    device: str = "cpu"  # read by nothing yet: every run computes on the CPU
     qat: bool = False  # quantization-aware training: int8-rounded weights (and inputs) in the loop
     # one-modality paths trained on windows with every modality (fedsense.distillation):
     # none | distill (toward the full model's prediction) | labels (cross-entropy)
     single_modality: Literal["none", "distill", "labels"] = "none"
-    single_modality_weight: float = 1.0
-    distill_temperature: float = 2.0
+    single_modality_weight: float = 1.0  # of the one-modality paths' loss
+    distill_temperature: float = 2.0  # of train.single_modality distill
     # distil on unlabeled windows too (an unlabeled target's): there the teacher
-    # is the model being adapted, and following it undid the adaptation (README)
+    # is the model being adapted, and following it undid the adaptation (docs/heterogeneous.md)
     distill_unlabeled: bool = False
 
 
 @dataclass(frozen=True)
 class FedConfig:
-    mode: Literal["federated", "centralized"] = "federated"
-    rounds: int = 20
-    fraction_train: float = 1.0
-    fraction_evaluate: float = 1.0
+    mode: Literal["federated", "centralized"] = "federated"  # centralized: pooled data, no Flower (a reference)
+    rounds: int = 20  # server rounds
+    fraction_train: float = 1.0  # share of the devices asked to train each round
+    fraction_evaluate: float = 1.0  # share asked to evaluate
     min_clients: int = 2  # a round needs at least this many replies
     timeout: float = 600.0  # seconds to wait for replies each round
     query_nodes: int = 0  # nodes asked to describe their data before round 1: 0 all, N a seeded sample
@@ -127,7 +127,7 @@ class FedConfig:
     # Ray's CPU count (0: this machine's cores); clients at once = simulation_cpus / num_cpus_per_client.
     # More than the cores oversubscribes them: slower clients, but a sleeping one (faults.timeout) blocks less.
     simulation_cpus: int = 0
-    checkpoint_every: int = 1
+    checkpoint_every: int = 1  # rounds between checkpoints/round-NNNN.npz
     # How devices send their trained arrays (fedsense.compression): float32 as they are;
     # float16 or int8 (per-tensor scale) the change against the global model, in one flat array.
     update_encoding: str = "float32"
@@ -142,9 +142,9 @@ class AdaptConfig:
     alignment: Literal["federated", "statistics"] = "statistics"  # dann/m3bat: global or device-local discriminators
     lambda_max: float = 1.0  # scale of DANN's reversal schedule
     domain_weight: float = 1.0  # weight of the adversarial loss against the task loss
-    branch_weights: Literal["fixed", "shift"] = "fixed"
+    branch_weights: Literal["fixed", "shift"] = "fixed"  # dann/m3bat: shift weighs each branch by its measured shift
     weights: dict[str, float] = field(default_factory=dict)  # branch -> weight (default 1)
-    disc_hidden: int = 64
+    disc_hidden: int = 64  # width of each discriminator's hidden layers
     stats_min_count: int = 32  # fewer windows (of a class, for class statistics): nothing reported
     stats_noise: float = 0.0  # std of Gaussian noise added to reported statistics
     # federated discriminators (alignment: federated), FADE's safeguards:
@@ -167,14 +167,14 @@ class AdaptConfig:
 @dataclass(frozen=True)
 class OutputConfig:
     dir: str = ""  # empty: runs/<name>-<timestamp> under the working directory
-    name: str = ""
+    name: str = ""  # the run directory's name stem (empty: <data.kind>-<adapt.method>-<fed.mode>)
     message_log: bool = False  # write messages.jsonl: the fields (not values) of every reply
     histograms: bool = False  # TensorBoard histograms of the global weights at each checkpoint
     # TensorBoard projector: at these rounds every device reports, per branch,
     # its class centroids of held-out embeddings (classes with at least
     # projector_min_count windows). Off by default, and so for real fleets.
     projector_rounds: list[int] = field(default_factory=list)
-    projector_min_count: int = 5
+    projector_min_count: int = 5  # fewest windows behind a class centroid
 
 
 FAULT_KINDS = ("crash", "timeout", "nan", "sign_flip", "scale", "label_flip")
@@ -192,7 +192,7 @@ class FaultsConfig:
     sign_flip: float = 0.0  # the update points the other way
     scale: float = 0.0  # the update is scale_factor times longer
     label_flip: float = 0.0  # trains on labels k -> K-1-k
-    scale_factor: float = 10.0
+    scale_factor: float = 10.0  # how much longer a "scale" fault makes the update
     seed: int = 0  # which clients are faulty
 
 
@@ -204,15 +204,15 @@ class PrivacyConfig:
     epsilon spent for ``delta``. Statistics of the statistics reference are
     not covered (``adapt.stats_noise`` is their own protection)."""
 
-    dp: bool = False
+    dp: bool = False  # clip on the device, noise on the server, epsilon reported
     noise_multiplier: float = 1.0  # noise std / clipping norm, per unit of a device's share
     clipping_norm: float = 1.0  # L2 bound of one device's update (float arrays)
-    delta: float = 1e-5
+    delta: float = 1e-5  # of the (epsilon, delta) guarantee
 
 
 @dataclass(frozen=True)
 class Config:
-    seed: int = 0
+    seed: int = 0  # model initialisation, shuffling, sampling: one seed, the same run
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
