@@ -177,7 +177,8 @@ class OutputConfig:
     projector_min_count: int = 5  # fewest windows behind a class centroid
 
 
-FAULT_KINDS = ("crash", "timeout", "nan", "sign_flip", "scale", "label_flip")
+FAULT_KINDS = ("crash", "timeout", "nan", "sign_flip", "scale", "label_flip",
+               "role_lie", "examples_lie", "confusion_lie", "stats_lie", "malformed")
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,12 @@ class FaultsConfig:
     sign_flip: float = 0.0  # the update points the other way
     scale: float = 0.0  # the update is scale_factor times longer
     label_flip: float = 0.0  # trains on labels k -> K-1-k
+    # replies that lie (fedsense.faults.lie): the server must refuse and count them
+    role_lie: float = 0.0  # claims the other role
+    examples_lie: float = 0.0  # claims 1000x its training windows
+    confusion_lie: float = 0.0  # adds 10^9 to its confusion matrix's diagonal
+    stats_lie: float = 0.0  # claims its statistics stand for 10^12 windows
+    malformed: float = 0.0  # a field the server reads missing or of the wrong type
     scale_factor: float = 10.0  # how much longer a "scale" fault makes the update
     seed: int = 0  # which clients are faulty
 

@@ -5,7 +5,8 @@ a seeded random order and the first ``round(crash * n)`` crash, the next
 ``round(timeout * n)`` time out, and so on through :data:`FAULT_KINDS`. A
 client needs its partition id and the number of partitions to know its
 fault, so faults exist in simulations only. The tampering itself is plain
-numpy; the ClientApp applies it.
+numpy; the ClientApp applies it. The ``*_lie`` kinds and ``malformed`` leave
+training alone and change what the reply says (:func:`lie`).
 """
 
 from __future__ import annotations
@@ -58,3 +59,36 @@ def tamper(
 def flip_labels(y: np.ndarray, num_classes: int) -> np.ndarray:
     """Labels ``k -> K-1-k``; unlabeled windows (-1) stay unlabeled."""
     return np.where(y >= 0, num_classes - 1 - y, y).astype(y.dtype)
+
+
+LIES = ("role_lie", "examples_lie", "confusion_lie", "stats_lie", "malformed")
+
+
+def lie(kind: str, message: str, metrics: dict, records: dict[str, dict[str, np.ndarray]],
+        rng: np.random.Generator) -> None:
+    """Change a reply's ``metrics`` and array ``records`` in place as a
+    device of fault ``kind`` would on a ``message`` ("train" or "evaluate")."""
+    from fedsense import protocol
+
+    if kind == "role_lie":
+        metrics[protocol.IS_TARGET] = 1 - int(metrics[protocol.IS_TARGET])
+    elif kind == "examples_lie" and message == "train":
+        metrics[protocol.NUM_EXAMPLES] = 1000 * max(int(metrics[protocol.NUM_EXAMPLES]), 1)
+    elif kind == "confusion_lie" and message == "evaluate":
+        flat = list(metrics[protocol.CONFUSION])
+        k = int(round(len(flat) ** 0.5))
+        metrics[protocol.CONFUSION] = [v + (10 ** 9 if i % (k + 1) == 0 else 0) for i, v in enumerate(flat)]
+    elif kind == "stats_lie" and message == "evaluate":
+        for key in [k for k in metrics if k.startswith("stats.") and k.endswith(".count")]:
+            metrics[key] = 10 ** 12
+        for record in records.values():
+            for key in [k for k in record if k.endswith(".count")]:
+                record[key] = np.full_like(record[key], 10 ** 12)
+    elif kind == "malformed":
+        read = ([protocol.TASK_WINDOWS, protocol.LOSS_TASK, protocol.NUM_EXAMPLES] if message == "train"
+                else [protocol.CONFUSION, protocol.EVAL_WINDOWS, protocol.NUM_EXAMPLES])
+        key = read[int(rng.integers(len(read)))]
+        if rng.random() < 0.5:
+            metrics.pop(key, None)
+        else:
+            metrics[key] = [1.0, 2.0, 3.0]  # a list where a number is read, or of the wrong length

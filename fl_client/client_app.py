@@ -32,7 +32,7 @@ from fedsense.data.missing import conform
 from fedsense.devicestate import load_local, save_local
 from fedsense.embeddings import class_centroids
 from fedsense.engine import evaluate as evaluate_model
-from fedsense.faults import fault_of, flip_labels, tamper
+from fedsense.faults import LIES, fault_of, flip_labels, lie, tamper
 from fedsense.methods import METHODS, Method, Step
 from fedsense.methods.base import METHOD_STATE
 from fedsense.models import DataSpec, MultimodalNet, build_run_model
@@ -199,14 +199,15 @@ def train(msg: Message, context: Context) -> Message:
         step.data = replace(data, train=replace(data.train, y=flip_labels(data.train.y, num_classes)))
     result = method.train(step)
     _keep_local(cfg, data, context, msg, model, sharing, step.state)
-    metrics = MetricRecord(
-        {
-            **result.metrics,
-            **{protocol.modality_windows_key(m): data.train.windows_with(m) for m in model.modalities},
-            protocol.COMPUTE_SECONDS: time.process_time() - started,
-            **_identity(data),
-        }
-    )
+    numbers = {
+        **result.metrics,
+        **{protocol.modality_windows_key(m): data.train.windows_with(m) for m in model.modalities},
+        protocol.COMPUTE_SECONDS: time.process_time() - started,
+        **_identity(data),
+    }
+    if fault in LIES:
+        lie(fault, "train", numbers, result.records, np.random.default_rng([cfg.faults.seed, step.seed]))
+    metrics = MetricRecord(numbers)
     shared = shared_arrays(model, sharing)
     if protocol.CFG_CLIPPING_NORM in config:  # privacy.dp: Flower's client-side fixed clipping
         shared = clip_update(shared, _arrays(msg.content[protocol.ARRAYS]), float(config[protocol.CFG_CLIPPING_NORM]))
@@ -267,17 +268,20 @@ def evaluate(msg: Message, context: Context) -> Message:
         centroids, counts = class_centroids(model, data.test, num_classes, int(config[protocol.CFG_PROJECTOR]))
         content[protocol.EMBEDDINGS] = _record({protocol.embed_key(b): c for b, c in centroids.items()})
         extra[protocol.EMBED_COUNT] = counts
-    content[protocol.METRICS] = MetricRecord(
-        {
-            protocol.NUM_EXAMPLES: int(scores["windows"]),
-            protocol.EVAL_LOSS: float(scores["loss"]),
-            protocol.EVAL_WINDOWS: int(scores["windows"]),
-            protocol.CONFUSION: [int(v) for v in cm.ravel()],
-            **extra,
-            protocol.COMPUTE_SECONDS: time.process_time() - started,
-            **_identity(data),
-        }
-    )
+    numbers = {
+        protocol.NUM_EXAMPLES: int(scores["windows"]),
+        protocol.EVAL_LOSS: float(scores["loss"]),
+        protocol.EVAL_WINDOWS: int(scores["windows"]),
+        protocol.CONFUSION: [int(v) for v in cm.ravel()],
+        **extra,
+        protocol.COMPUTE_SECONDS: time.process_time() - started,
+        **_identity(data),
+    }
+    if (fault := _fault(cfg, data, context)) in LIES:
+        lie(fault, "evaluate", numbers, result.records, np.random.default_rng([cfg.faults.seed, step.seed]))
+        for name, arrays in result.records.items():
+            content[name] = _record(arrays)
+    content[protocol.METRICS] = MetricRecord(numbers)
     return Message(content, reply_to=msg)
 
 

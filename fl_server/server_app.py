@@ -27,6 +27,7 @@ from fedsense.rundir import RunDir, build_summary, checkpoint_due, resolve_run_d
 from fedsense.runconfig import config_from_run
 from fl_server.spec import nodes_to_query, query_clients, wait_for_nodes
 from strategies import FedSenseStrategy
+from strategies.roster import Roster
 
 log = logging.getLogger("fedsense.server")
 if not log.handlers:  # the ServerApp runs in Flower's process: give our lines a home
@@ -68,7 +69,7 @@ def main(grid: Grid, context: Context) -> None:
         log_replies = on_reply if cfg.output.message_log else None
         nodes = wait_for_nodes(grid, minimum=cfg.fed.min_clients)
         asked = nodes_to_query(nodes, cfg.fed.query_nodes, cfg.seed)
-        spec, roles = query_clients(grid, asked, timeout=cfg.fed.timeout, on_reply=log_replies)
+        spec, roles, declared = query_clients(grid, asked, timeout=cfg.fed.timeout, on_reply=log_replies)
         method = METHODS[cfg.adapt.method]
         model = build_run_model(spec, cfg)
         sampled = {"queried": len(asked)} if len(asked) < len(nodes) else {}  # roles count the queried ones
@@ -119,6 +120,9 @@ def main(grid: Grid, context: Context) -> None:
             privacy=cfg.privacy,
             update_encoding=cfg.fed.update_encoding,
             modality_aware=cfg.fed.modality_aggregation,
+            roster=Roster(declared),
+            required_train=[protocol.modality_windows_key(m) for m in model.modalities]
+            + method.train_metrics(list(model.discriminators)),
             fraction_train=cfg.fed.fraction_train,
             fraction_evaluate=cfg.fed.fraction_evaluate,
             min_train_nodes=min(cfg.fed.min_clients, len(nodes)),

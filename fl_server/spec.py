@@ -13,6 +13,7 @@ from flwr.serverapp import Grid
 from fedsense import protocol
 from fedsense.models import DataSpec
 from strategies.fedsense_strategy import reply_inventory
+from strategies.roster import Declared, declaration
 
 log = logging.getLogger("fedsense.server")
 
@@ -47,11 +48,14 @@ def query_clients(
     nodes: list[int],
     timeout: float,
     on_reply: Callable[[str, dict], None] | None = None,
-) -> tuple[DataSpec, dict[str, int]]:
+) -> tuple[DataSpec, dict[str, int], dict[int, Declared]]:
     """One query round: every node's data specification, checked for agreement.
 
     Returns the common spec (every modality some node has, the largest class
-    count any node knows) and the number of source and target clients.
+    count any node knows), the number of source and target clients, and each
+    node's declaration (role, training and test windows), which the server
+    holds its replies to from then on (:mod:`strategies.roster`). A node whose
+    reply is no valid declaration is counted as failed.
     """
     messages = [
         Message(RecordDict({protocol.CONFIG: ConfigRecord()}), dst_node_id=n, message_type=protocol.QUERY_MESSAGE)
@@ -59,7 +63,18 @@ def query_clients(
     ]
     replies = list(grid.send_and_receive(messages, timeout=timeout))
     errors = [f"node {r.metadata.src_node_id}: {r.error.reason}" for r in replies if r.has_error()]
-    good = [r for r in replies if not r.has_error()]
+    declared: dict[int, Declared] = {}
+    good = []
+    for r in replies:
+        if r.has_error():
+            continue
+        metrics = dict(r.content[protocol.METRICS]) if protocol.METRICS in r.content.metric_records else {}
+        found = declaration(metrics)
+        if isinstance(found, str):
+            errors.append(f"node {r.metadata.src_node_id}: query reply refused: {found}")
+            continue
+        declared[int(r.metadata.src_node_id)] = found
+        good.append(r)
     if on_reply is not None:
         for r in good:
             on_reply(protocol.QUERY_MESSAGE, reply_inventory(r.content))
@@ -67,7 +82,12 @@ def query_clients(
         log.error("query failed on %s", e)
     if not good:
         raise RuntimeError(f"no client could describe its data: {errors[:3] or 'no replies'}")
-    specs = [DataSpec.from_metrics(dict(r.content[protocol.METRICS])) for r in good]
+    specs = []
+    for r in good:
+        try:
+            specs.append(DataSpec.from_metrics(dict(r.content[protocol.METRICS])))
+        except (KeyError, TypeError, ValueError) as err:
+            raise RuntimeError(f"node {r.metadata.src_node_id}: its data specification is malformed ({err})") from None
     # The model takes every modality some device has; a device without one
     # runs with it masked. The same modality must have one shape everywhere.
     shapes: dict[str, tuple[int, int]] = {}
@@ -79,6 +99,6 @@ def query_clients(
                     "every device must give a modality the model's input shape"
                 )
     roles = {"source": 0, "target": 0, "failed": len(errors)}
-    for r in good:
-        roles["target" if int(r.content[protocol.METRICS][protocol.IS_TARGET]) else "source"] += 1
-    return DataSpec(shapes=shapes, num_classes=max(s.num_classes for s in specs)), roles
+    for d in declared.values():
+        roles["target" if d.target else "source"] += 1
+    return DataSpec(shapes=shapes, num_classes=max(s.num_classes for s in specs)), roles, declared

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,7 @@ from fedsense.methods import Reply, ServerState
 from fedsense.methods.base import is_discriminator
 from fedsense.metrics import macro_f1, per_class_f1, summarize
 from fedsense.privacy import add_noise, epsilon, largest_share, noise_std
+from strategies.roster import Roster
 from strategies.validation import direction_cosines, malformed_evaluation, screen
 
 log = logging.getLogger("fedsense.strategy")
@@ -88,6 +89,8 @@ def _add_centroids(projector: dict[str, dict[str, list]], msg: Message, role: st
     """Append a reply's reported class centroids (rows with a count) per branch,
     labelled ``[role, client, class]``."""
     counts = msg.content[protocol.METRICS].get(protocol.EMBED_COUNT, [])
+    if not isinstance(counts, list) or not all(_finite(n) for n in counts):
+        return  # malformed: shown nowhere rather than misplaced
     client = _client_id(msg)
     for key, arr in msg.content[protocol.EMBEDDINGS].items():
         branch = key.removeprefix(protocol.embed_key(""))
@@ -106,13 +109,19 @@ def _compute_per_role(contents: list[RecordDict]) -> dict[str, dict[str, float]]
     out: dict[str, dict[str, float]] = {}
     for role in ("source", "target"):
         mine = [c[protocol.METRICS] for c in contents
-                if protocol.METRICS in c.metric_records and protocol.COMPUTE_SECONDS in c[protocol.METRICS]
+                if protocol.METRICS in c.metric_records and _finite(c[protocol.METRICS].get(protocol.COMPUTE_SECONDS))
                 and _role(c[protocol.METRICS]) == role]
         if mine:
             out[role] = {"cpu_seconds": float(np.mean([float(m[protocol.COMPUTE_SECONDS]) for m in mine]))}
-            if protocol.TRAIN_STEPS in mine[0]:
-                out[role]["train_steps"] = float(np.mean([float(m[protocol.TRAIN_STEPS]) for m in mine]))
+            steps = [float(m[protocol.TRAIN_STEPS]) for m in mine if _finite(m.get(protocol.TRAIN_STEPS))]
+            if steps:
+                out[role]["train_steps"] = float(np.mean(steps))
     return out
+
+
+def _finite(value: Any) -> bool:
+    """A number a record may report (not a list, not NaN)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
 
 
 def _role(metrics: Any) -> str:
@@ -120,12 +129,15 @@ def _role(metrics: Any) -> str:
     return "target" if metrics.get(protocol.IS_TARGET) == 1 else "source"
 
 
-def _as_reply(msg: Message, node: int) -> Reply:
-    """A reply as the method's server state sees it: plain numbers and arrays."""
+def _as_reply(msg: Message, node: int, roster: Roster) -> Reply:
+    """A reply as the method's server state sees it: plain numbers and
+    arrays, and the windows the device declared (the bound on its counts)."""
     metrics = dict(msg.content[protocol.METRICS]) if protocol.METRICS in msg.content.metric_records else {}
     records = {name: {k: a.numpy() for k, a in record.items()}
                for name, record in msg.content.array_records.items() if name not in (protocol.ARRAYS, protocol.UPDATE)}
-    return Reply(node=node, target=_role(metrics) == "target", metrics=metrics, records=records)
+    known = roster.declared.get(node)
+    windows = known.train_windows if known is not None else Reply.windows
+    return Reply(node=node, target=_role(metrics) == "target", metrics=metrics, records=records, windows=windows)
 
 
 def _reply_order(msg: Message) -> tuple[float, int]:
@@ -189,6 +201,11 @@ class FedSenseStrategy(FedAvg):
             against the round's global arrays before anything else looks at them.
         rounds_done: rounds completed before this strategy started (a resumed
             run): Flower's ``start`` counts from 1, every hook adds this.
+        roster: what each node declared before round 1 (role, windows);
+            replies that contradict it are refused (:mod:`strategies.roster`).
+        required_train: metric keys every train reply must carry as finite
+            numbers beyond the common ones (windows per modality, the
+            method's own numbers).
     """
 
     def __init__(
@@ -209,6 +226,8 @@ class FedSenseStrategy(FedAvg):
         update_encoding: str = UNCOMPRESSED,
         modality_aware: bool = True,
         rounds_done: int = 0,
+        roster: Roster | None = None,
+        required_train: Sequence[str] = (),
         **fedavg: Any,
     ) -> None:
         super().__init__(**fedavg)
@@ -238,6 +257,8 @@ class FedSenseStrategy(FedAvg):
         self.noise_rng = np.random.default_rng()
         self.rounds_done = rounds_done
         self.reputation: dict[str, tuple[float, int]] = {}  # client -> (sum, count) of direction cosines
+        self.roster = roster if roster is not None else Roster()
+        self.required_train = tuple(required_train)
 
     # ------------------------------------------------------------ resuming
     def snapshot(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -345,7 +366,11 @@ class FedSenseStrategy(FedAvg):
             metrics = dict(content[protocol.METRICS]) if protocol.METRICS in content.metric_records else {}
             candidates.append((arrays, metrics))
             roles.append(_role(metrics))
-        verdicts = screen(candidates, reference, self.max_update_norm_ratio, groups=roles)
+        verdicts = screen(candidates, reference, self.max_update_norm_ratio, groups=roles,
+                          required=self.required_train)
+        for i, msg in enumerate(replies):  # the server decides what it trusts: what the device declared
+            if verdicts[i] is None:
+                verdicts[i] = self.roster.check_train(self._origin(msg), candidates[i][1])
         if self.min_update_cosine > -1:
             self._judge_directions(candidates, reference, roles, verdicts, replies)
         kept = []
@@ -444,8 +469,8 @@ class FedSenseStrategy(FedAvg):
                     arrays[key] = Array(
                         sum(c[protocol.ARRAYS][key].numpy() * (w / norm) for c, w in zip(contents, balanced) if w > 0)
                     )
-            self.stats.train.update(self.method_state.after_train([_as_reply(m, self._origin(m)) for m in valid],
-                                                                  weights))
+            typed = [_as_reply(m, self._origin(m), self.roster) for m in valid]
+            self.stats.train.update(self.method_state.after_train(typed, weights))
         if self.modality_aware and self.aggregation == "mean":
             self._average_branches_over_their_devices(arrays, contents, weights, disc_weights)
         if self.method_state is not None:  # e.g. a discriminator reset
@@ -535,14 +560,15 @@ class FedSenseStrategy(FedAvg):
         accepted: list[Reply] = []
         for msg in sorted(valid, key=_reply_order):
             metrics = msg.content[protocol.METRICS] if protocol.METRICS in msg.content.metric_records else {}
-            problem = malformed_evaluation(dict(metrics), k)
+            problem = malformed_evaluation(dict(metrics), k) or self.roster.check_evaluate(self._origin(msg),
+                                                                                           dict(metrics))
             if problem is not None:  # refused, not summed
                 self.stats.errors.append(f"node {msg.metadata.src_node_id}: {problem}")
                 log.warning("round %d: refused an evaluation: node %s: %s", server_round, msg.metadata.src_node_id,
                             problem)
                 continue
             role = _role(metrics)
-            accepted.append(_as_reply(msg, self._origin(msg)))
+            accepted.append(_as_reply(msg, self._origin(msg), self.roster))
             flat = np.asarray(metrics[protocol.CONFUSION], dtype=np.int64)
             sums[role] += flat.reshape(k, k)
             clients[role] += 1

@@ -50,14 +50,19 @@ def _number(metrics: Mapping[str, object], key: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+REQUIRED_TRAIN = (protocol.NUM_EXAMPLES, protocol.TASK_WINDOWS, protocol.LOSS_TASK, protocol.IS_TARGET)
+
+
 def malformed(
-    arrays: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], metrics: Mapping[str, object]
+    arrays: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], metrics: Mapping[str, object],
+    required: Sequence[str] = (),
 ) -> str | None:
     """Why one reply cannot be averaged with ``reference``'s arrays, or None.
 
-    ``metrics`` must hold a finite non-negative ``num-examples``; ``is-target``
-    (0 or 1), ``task-windows`` and ``loss-task``, when present, must be sane
-    numbers too: the aggregation weighs and splits replies by them.
+    ``metrics`` must hold a finite non-negative ``num-examples`` and
+    ``task-windows``, a finite ``loss-task``, ``is-target`` 0 or 1, and every
+    key of ``required`` (what the aggregation and the method read: windows
+    per modality, discriminator numbers) as a finite number.
     """
     missing = sorted(set(reference) - set(arrays))
     extra = sorted(set(arrays) - set(reference))
@@ -71,6 +76,9 @@ def malformed(
             return f"{key}: dtype {got.dtype}, expected {ref.dtype}"
         if np.issubdtype(got.dtype, np.floating) and not np.isfinite(got).all():
             return f"{key}: NaN or infinite values"
+    for key in (*REQUIRED_TRAIN, *required):
+        if _number(metrics, key) is None or isinstance(metrics.get(key), bool):
+            return f"{key} {metrics.get(key)!r} is missing or not a finite number"
     for key, ok in (
         (protocol.NUM_EXAMPLES, lambda v: v >= 0),
         (protocol.TASK_WINDOWS, lambda v: v >= 0),
@@ -97,9 +105,14 @@ def malformed_evaluation(metrics: Mapping[str, object], num_classes: int) -> str
     if not isinstance(flat, (list, tuple)) or len(flat) != num_classes * num_classes:
         size = len(flat) if isinstance(flat, (list, tuple)) else "no"
         return f"confusion size {size}, expected {num_classes * num_classes}"
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in flat):
+        return "confusion holds values that are not numbers"
     values = np.asarray(flat, dtype=np.float64)
     if not np.isfinite(values).all() or (values < 0).any() or (values != np.round(values)).any():
         return "confusion holds values that are not counts"
+    for key in (protocol.NUM_EXAMPLES, protocol.EVAL_WINDOWS, protocol.EVAL_LOSS):
+        if _number(metrics, key) is None:
+            return f"{key} {metrics.get(key)!r} is missing or not a finite number"
     return None
 
 
@@ -108,6 +121,7 @@ def screen(
     reference: Mapping[str, np.ndarray],
     max_norm_ratio: float,
     groups: Sequence[str] | None = None,
+    required: Sequence[str] = (),
 ) -> list[str | None]:
     """One verdict per ``(arrays, metrics)`` reply: None to keep it, else why it is refused.
 
@@ -115,7 +129,7 @@ def screen(
     of its own group: an unlabeled target's adversarial-only update is much
     shorter than a labelled source's, and neither is an outlier for that.
     """
-    verdicts = [malformed(arrays, reference, metrics) for arrays, metrics in replies]
+    verdicts = [malformed(arrays, reference, metrics, required) for arrays, metrics in replies]
     if max_norm_ratio <= 0:
         return verdicts
     labels = list(groups) if groups is not None else [""] * len(replies)

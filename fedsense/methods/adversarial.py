@@ -33,6 +33,7 @@ from fedsense.adaptation.schedules import dann_lambda
 from fedsense.adaptation.statistics import Stats, frechet_shift, from_wire, pool, privatize, shift_weights, to_wire
 from fedsense.adaptation.training import Adversarial, embedding_stats, renormalize, train_adversarial
 from fedsense.config import AdaptConfig, Config
+from fedsense.methods.wire import WireError, read_stats
 from fedsense.methods.base import (
     Branches,
     Method,
@@ -95,6 +96,9 @@ class AdversarialMethod(Method):
         if self.local_norm and is_norm_statistic(key):
             return False  # FedBN/AdaBN: a device normalises with its own statistics
         return not (cfg.adapt.alignment == "statistics" and is_discriminator(key))
+
+    def train_metrics(self, branches: list[str]) -> list[str]:
+        return [k for b in branches for k in (protocol.loss_domain_key(b), protocol.disc_acc_key(b))]
 
     def collects_statistics(self, adapt: AdaptConfig) -> bool:
         """Devices report embedding statistics: the statistics reference needs
@@ -251,9 +255,13 @@ class AdversarialServer(ServerState):
         """Pool this round's reported statistics (clients below the minimum
         count reported zeros and are left out by ``pool``)."""
         reported: dict[bool, list[dict[str, Stats]]] = {False: [], True: []}
+        self.refused = []
         for r in replies:
             if protocol.STATS in r.records:
-                reported[r.target].append(from_wire(r.records[protocol.STATS], dict(r.metrics)))
+                try:
+                    reported[r.target].append(read_stats(r.records[protocol.STATS], r.metrics, r.windows))
+                except WireError as err:
+                    self.refused.append(f"node {r.node}: statistics refused: {err}")
         for store, parts in ((self.reference, reported[False]), (self.target, reported[True])):
             for b in {b for p in parts for b in p}:
                 pooled = pool([p[b] for p in parts if b in p])

@@ -104,6 +104,7 @@ class Reply:
     target: bool
     metrics: Mapping[str, Any]
     records: Records
+    windows: int = 10_000_000  # the training windows the device declared (a bound on its counts)
 
 
 class ServerState:
@@ -212,6 +213,11 @@ class Method:
         """Whether a device keeps its own value of ``key`` between messages
         (loaded over the global one); default: what is not shared."""
         return not self.shared(key, cfg)
+
+    def train_metrics(self, branches: list[str]) -> list[str]:
+        """Metric keys every train reply of this method carries beyond the
+        common ones (the server refuses a reply without them)."""
+        return []
 
     # ---------------------------------------------------------- the device
     def train(self, step: Step) -> Result:

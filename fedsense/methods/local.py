@@ -304,9 +304,9 @@ class LocalServer(ServerState):
         self.refused = []
         for r in replies:
             try:
-                raw = wire.read_raw(r.records.get(protocol.RAW, {})) if not r.target else {}
-                cls = wire.read_class_stats(r.records.get(protocol.CLASS_STATS, {})) if not r.target else {}
-                stats = wire.read_stats(r.records.get(protocol.STATS, {}), r.metrics)
+                raw = wire.read_raw(r.records.get(protocol.RAW, {}), r.windows) if not r.target else {}
+                cls = wire.read_class_stats(r.records.get(protocol.CLASS_STATS, {}), r.windows) if not r.target else {}
+                stats = wire.read_stats(r.records.get(protocol.STATS, {}), r.metrics, r.windows)
             except wire.WireError as err:
                 self.refused.append(f"node {r.node}: statistics refused: {err}")
                 continue

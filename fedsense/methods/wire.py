@@ -23,10 +23,13 @@ class WireError(ValueError):
     """A record from a device is malformed."""
 
 
-def _counts(arrays: Mapping[str, np.ndarray], key: str) -> np.ndarray:
+def _counts(arrays: Mapping[str, np.ndarray], key: str, limit: int = MAX_COUNT) -> np.ndarray:
+    """A vector of whole-number counts adding up to at most ``limit`` (the windows the device declared)."""
     c = np.asarray(arrays[key])
-    if c.ndim != 1 or not np.all(np.isfinite(c)) or np.any(c < 0) or np.any(c != np.round(c)) or np.any(c > MAX_COUNT):
-        raise WireError(f"{key}: counts must be a vector of whole numbers in [0, {MAX_COUNT}]")
+    if c.ndim != 1 or not np.issubdtype(c.dtype, np.number) or not np.all(np.isfinite(c)) or np.any(c < 0) \
+            or np.any(c != np.round(c)) or float(c.sum()) > min(limit, MAX_COUNT):
+        raise WireError(f"{key}: counts must be whole numbers adding up to at most {min(limit, MAX_COUNT)} "
+                        f"(the windows the device declared)")
     return c.astype(np.int64)
 
 
@@ -59,12 +62,12 @@ def raw_arrays(modality: str, s: RawStats) -> dict[str, np.ndarray]:
             p + "cov": s.cov.astype(np.float32), p + "energy": s.energy.astype(np.float32)}
 
 
-def read_raw(arrays: Mapping[str, np.ndarray]) -> dict[str, RawStats]:
+def read_raw(arrays: Mapping[str, np.ndarray], limit: int = MAX_COUNT) -> dict[str, RawStats]:
     out = {}
     for m in _names(arrays, RAW_PREFIX):
         p = f"{RAW_PREFIX}{m}."
         _require(arrays, [p + k for k in ("count", "mean", "cov", "energy")])
-        count = _counts(arrays, p + "count")
+        count = _counts(arrays, p + "count", limit)
         k = count.shape[0]
         cov = _finite(arrays, p + "cov", (k, AXES, AXES))
         energy = _finite(arrays, p + "energy", (k,))
@@ -84,12 +87,12 @@ def class_arrays(branch: str, s: ClassStats) -> dict[str, np.ndarray]:
             p + "var": s.var.astype(np.float32)}
 
 
-def read_class_stats(arrays: Mapping[str, np.ndarray]) -> dict[str, ClassStats]:
+def read_class_stats(arrays: Mapping[str, np.ndarray], limit: int = MAX_COUNT) -> dict[str, ClassStats]:
     out = {}
     for b in _names(arrays, CLASS_PREFIX):
         p = f"{CLASS_PREFIX}{b}."
         _require(arrays, [p + k for k in ("count", "mean", "var")])
-        count = _counts(arrays, p + "count")
+        count = _counts(arrays, p + "count", limit)
         mean = np.asarray(arrays[p + "mean"])
         if mean.ndim != 2 or mean.shape[0] != count.shape[0]:
             raise WireError(f"{p}mean: shape {mean.shape}, expected ({count.shape[0]}, D)")
@@ -104,18 +107,26 @@ def read_class_stats(arrays: Mapping[str, np.ndarray]) -> dict[str, ClassStats]:
 STATS_PREFIX = "stats."
 
 
-def read_stats(arrays: Mapping[str, np.ndarray], counts: Mapping[str, object]) -> dict[str, Stats]:
-    """``stats.<branch>.mean``/``.cov`` arrays with their ``stats.<branch>.count`` metric."""
+def read_stats(arrays: Mapping[str, np.ndarray], counts: Mapping[str, object],
+               limit: int = MAX_COUNT) -> dict[str, Stats]:
+    """``stats.<branch>.mean``/``.cov`` arrays with their ``stats.<branch>.count`` metric
+    (at most ``limit``, the windows the device declared); the covariance must
+    be symmetric and positive semi-definite."""
     out = {}
     for b in _names(arrays, STATS_PREFIX):
         p = f"{STATS_PREFIX}{b}."
         _require(arrays, [p + "mean", p + "cov"])
         count = counts.get(p + "count")
-        if not isinstance(count, (int, float)) or not 0 <= count <= MAX_COUNT or count != round(count):
-            raise WireError(f"{p}count: {count!r} is not a whole number in [0, {MAX_COUNT}]")
+        top = min(limit, MAX_COUNT)
+        if isinstance(count, bool) or not isinstance(count, (int, float)) or not 0 <= count <= top \
+                or count != round(count):
+            raise WireError(f"{p}count: {count!r} is not a whole number in [0, {top}] (the windows the device declared)")
         mean = np.asarray(arrays[p + "mean"])
         if mean.ndim != 1:
             raise WireError(f"{p}mean: shape {mean.shape}, expected (D,)")
         d = mean.shape[0]
-        out[b] = Stats(int(count), _finite(arrays, p + "mean", (d,)), _finite(arrays, p + "cov", (d, d)))
+        cov = _finite(arrays, p + "cov", (d, d))
+        if d and (not np.allclose(cov, cov.T, atol=1e-4) or np.linalg.eigvalsh((cov + cov.T) / 2).min() < -1e-4):
+            raise WireError(f"{p}cov: not a covariance (symmetric, positive semi-definite)")
+        out[b] = Stats(int(count), _finite(arrays, p + "mean", (d,)), cov)
     return out

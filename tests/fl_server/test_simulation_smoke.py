@@ -182,3 +182,29 @@ def test_a_crashing_and_a_poisoning_client_are_counted_and_the_federation_goes_o
         assert "injected fault" in r["errors"][0] and "NaN" in r["rejected"][0]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["source"]["macro_f1"] > 0.5
+
+
+def test_lying_devices_are_refused_named_and_counted_and_the_federation_goes_on(tmp_path: Path):
+    """Twelve devices, five of which lie each in their own way (faults.*_lie,
+    malformed); the server holds every reply to what the device declared."""
+    lies = ("role_lie", "examples_lie", "confusion_lie", "stats_lie", "malformed")
+    run_dir = run_experiment(
+        SYNTHETIC,
+        ["fed.rounds=2", "data.synthetic.subjects=12", "data.target_domains=[12]", "adapt.method=m3bat_bn",
+         "adapt.stats_min_count=8", f"data.cache_dir={tmp_path / 'cache'}",
+         *(f"faults.{kind}=0.0834" for kind in lies)],  # one device of twelve each
+        out=str(tmp_path / "run"),
+    )
+    rounds = read_metrics(run_dir)
+    assert [r["round"] for r in rounds] == [1, 2]
+    for r in rounds:
+        text = " ".join(r.get("rejected", []) + r.get("errors", []))
+        assert "contradicts the role it declared" in text  # role_lie, train and evaluate
+        assert "training windows it declared" in text  # examples_lie
+        assert "test windows it declared" in text  # confusion_lie
+        assert "stats." in text  # stats_lie
+        assert "missing or not a finite number" in text or "confusion size" in text  # malformed
+        assert r["clients"]["rejected"] >= 2 and r["clients"]["replied"] <= 10
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["source"]["macro_f1"] > 0.5
+    assert rounds[-1]["source"]["windows"] < 10 ** 6  # no lie was summed in

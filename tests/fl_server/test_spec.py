@@ -54,7 +54,24 @@ def test_the_model_takes_every_modality_some_device_has(monkeypatch):
 
     watch = {"acc": (3, 128)}
     phone = {"acc": (3, 128), "gyro": (3, 128)}
-    spec, roles = query_clients(_Grid([_reply(1, watch), _reply(2, phone, target=1), _reply(3, watch)]), [1, 2, 3], 5)
+    spec, roles, declared = query_clients(_Grid([_reply(1, watch), _reply(2, phone, target=1), _reply(3, watch)]), [1, 2, 3], 5)
     assert spec.shapes == phone and roles == {"source": 2, "target": 1, "failed": 0}
+    assert declared[2].target and not declared[1].target and declared[3].train_windows == 10
     with pytest.raises(RuntimeError, match="node 2 has modality 'acc' of shape \\(3, 64\\), others \\(3, 128\\)"):
         query_clients(_Grid([_reply(1, watch), _reply(2, {"acc": (3, 64)})]), [1, 2], 5)
+
+
+def test_a_query_reply_that_is_no_declaration_counts_as_failed(monkeypatch):
+    from flwr.app import MetricRecord
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from fedsense import protocol
+    from fl_server.spec import query_clients
+
+    for field in ("_run_id", "_node_id", "_task_id"):
+        monkeypatch.setattr(TaskIdentity, field, 1)
+    liar = _reply(2, {"acc": (3, 128)})
+    liar.content[protocol.METRICS] = MetricRecord({**dict(liar.content[protocol.METRICS]),
+                                                   protocol.SPEC_TRAIN_WINDOWS: 1e12})
+    spec, roles, declared = query_clients(_Grid([_reply(1, {"acc": (3, 128)}), liar]), [1, 2], 5)
+    assert roles == {"source": 1, "target": 0, "failed": 1} and set(declared) == {1}

@@ -13,9 +13,12 @@ from tests.strategies.test_fedsense_strategy import make, train_reply
 REF = {"w": np.zeros(4, np.float32), "bn.num_batches_tracked": np.array(3, np.int64)}
 
 
+FULL = {protocol.NUM_EXAMPLES: 10, protocol.TASK_WINDOWS: 10, protocol.LOSS_TASK: 0.5, protocol.IS_TARGET: 0}
+
+
 def _reply(w, steps=4, **metrics):
     arrays = {"w": np.asarray(w, np.float32), "bn.num_batches_tracked": np.array(steps, np.int64)}
-    return arrays, {protocol.NUM_EXAMPLES: 10, **metrics}
+    return arrays, {**FULL, **metrics}
 
 
 def test_well_formed_replies_pass():
@@ -27,24 +30,31 @@ GOOD = _reply([0] * 4)[0]
 
 
 @pytest.mark.parametrize("arrays, metrics, named", [
-    ({"w": np.zeros(4, np.float32)}, {protocol.NUM_EXAMPLES: 10}, "missing ['bn.num_batches_tracked']"),
-    ({**GOOD, "extra": np.zeros(1, np.float32)}, {protocol.NUM_EXAMPLES: 10}, "unexpected ['extra']"),
-    ({**GOOD, "w": np.zeros(5, np.float32)}, {protocol.NUM_EXAMPLES: 10}, "w: shape (5,), expected (4,)"),
-    ({**GOOD, "w": np.zeros(4, np.float64)}, {protocol.NUM_EXAMPLES: 10}, "w: dtype float64, expected float32"),
-    ({**GOOD, "w": np.array([0, np.nan, 0, 0], np.float32)}, {protocol.NUM_EXAMPLES: 10}, "w: NaN or infinite"),
-    ({**GOOD, "w": np.array([0, np.inf, 0, 0], np.float32)}, {protocol.NUM_EXAMPLES: 10}, "w: NaN or infinite"),
-    (GOOD, {protocol.NUM_EXAMPLES: float("nan")}, "num-examples nan is not a valid value"),
-    (GOOD, {protocol.NUM_EXAMPLES: -3}, "num-examples -3 is not a valid value"),
-    (GOOD, {}, "num-examples None is not a valid value"),
-    (GOOD, {protocol.NUM_EXAMPLES: 10, protocol.IS_TARGET: float("nan")}, "is-target nan"),
-    (GOOD, {protocol.NUM_EXAMPLES: 10, protocol.IS_TARGET: 2}, "is-target 2"),
-    (GOOD, {protocol.NUM_EXAMPLES: 10, protocol.LOSS_TASK: float("inf")}, "loss-task inf"),
-    (GOOD, {protocol.NUM_EXAMPLES: 10, protocol.TASK_WINDOWS: -1}, "task-windows -1"),
+    ({"w": np.zeros(4, np.float32)}, FULL, "missing ['bn.num_batches_tracked']"),
+    ({**GOOD, "extra": np.zeros(1, np.float32)}, FULL, "unexpected ['extra']"),
+    ({**GOOD, "w": np.zeros(5, np.float32)}, FULL, "w: shape (5,), expected (4,)"),
+    ({**GOOD, "w": np.zeros(4, np.float64)}, FULL, "w: dtype float64, expected float32"),
+    ({**GOOD, "w": np.array([0, np.nan, 0, 0], np.float32)}, FULL, "w: NaN or infinite"),
+    ({**GOOD, "w": np.array([0, np.inf, 0, 0], np.float32)}, FULL, "w: NaN or infinite"),
+    (GOOD, {**FULL, protocol.NUM_EXAMPLES: float("nan")}, "num-examples nan is missing or not a finite number"),
+    (GOOD, {**FULL, protocol.NUM_EXAMPLES: -3}, "num-examples -3 is not a valid value"),
+    (GOOD, {}, "num-examples None is missing or not a finite number"),
+    (GOOD, {**FULL, protocol.IS_TARGET: float("nan")}, "is-target nan"),
+    (GOOD, {**FULL, protocol.IS_TARGET: 2}, "is-target 2"),
+    (GOOD, {**FULL, protocol.LOSS_TASK: float("inf")}, "loss-task inf"),
+    (GOOD, {**FULL, protocol.TASK_WINDOWS: -1}, "task-windows -1"),
+    (GOOD, {k: v for k, v in FULL.items() if k != protocol.TASK_WINDOWS}, "task-windows None is missing"),
+    (GOOD, {**FULL, protocol.LOSS_TASK: [1.0, 2.0]}, "loss-task [1.0, 2.0] is missing or not a finite number"),
 ])
 def test_malformed_replies_are_named(arrays, metrics, named):
     reason = malformed(arrays, REF, metrics)
     assert reason is not None and named in reason
-    assert malformed(GOOD, REF, {protocol.NUM_EXAMPLES: 10, protocol.IS_TARGET: 1, protocol.LOSS_TASK: 0.5}) is None
+    assert malformed(GOOD, REF, {**FULL, protocol.IS_TARGET: 1}) is None
+
+
+def test_keys_the_aggregation_reads_are_required():
+    assert "windows.gyro None is missing" in malformed(GOOD, REF, FULL, required=["windows.gyro"])
+    assert malformed(GOOD, REF, {**FULL, "windows.gyro": 3}, required=["windows.gyro"]) is None
 
 
 def test_an_update_far_longer_than_the_rounds_median_is_refused():
@@ -119,7 +129,12 @@ def test_malformed_evaluations_are_named(metrics, named):
 
     reason = malformed_evaluation(metrics, 2)
     assert reason is not None and named in reason
-    assert malformed_evaluation({protocol.IS_TARGET: 1, protocol.CONFUSION: [3, 0, 1, 2], protocol.PARTITION: 4}, 2) is None
+    good = {protocol.IS_TARGET: 1, protocol.CONFUSION: [3, 0, 1, 2], protocol.PARTITION: 4,
+            protocol.NUM_EXAMPLES: 6, protocol.EVAL_WINDOWS: 6, protocol.EVAL_LOSS: 0.3}
+    assert malformed_evaluation(good, 2) is None
+    for key in (protocol.NUM_EXAMPLES, protocol.EVAL_WINDOWS, protocol.EVAL_LOSS):
+        assert f"{key} None is missing" in malformed_evaluation({k: v for k, v in good.items() if k != key}, 2)
+    assert "not numbers" in malformed_evaluation({**good, protocol.CONFUSION: [3, "x", 1, 2]}, 2)
 
 
 def test_a_poisoned_evaluation_is_refused_not_summed():
@@ -150,7 +165,7 @@ def test_a_sign_flipped_update_points_away_from_the_others():
     cosines = direction_cosines(replies, {"w": np.zeros(20_000, np.float32)}, ["source"] * 10)
     assert all(c > 0.05 for c in cosines[:8]) and all(c < -0.05 for c in cosines[8:])
     # lengths look honest: the norm bound lets them through
-    assert screen([(r, {protocol.NUM_EXAMPLES: 10}) for r in replies], {"w": np.zeros(20_000, np.float32)}, 10) == [None] * 10
+    assert screen([(r, FULL) for r in replies], {"w": np.zeros(20_000, np.float32)}, 10) == [None] * 10
     # too few to compare, or no update: no cosine
     assert direction_cosines(replies[:2], {"w": np.zeros(20_000, np.float32)}, ["source"] * 2) == [None, None]
 
