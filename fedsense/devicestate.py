@@ -49,9 +49,9 @@ def save_local(directory: str | Path, server_round: int, phase: str, arrays: Map
     """Store the device-only arrays (of ``kind``) produced by ``phase`` of ``server_round``."""
     directory = Path(directory)
     stamps = _stamps(directory, kind)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # a device's own parameters: its owner's only
     path = directory / f"{kind}-{server_round:04d}-{PHASES[phase]}.npz"
-    atomic_write(path, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()}))
+    atomic_write(path, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()}), private=True)
     for r, _, old in stamps:
         if r < server_round - 1:
             old.unlink(missing_ok=True)

@@ -17,7 +17,7 @@ import numpy as np
 
 from fedsense.board import final_metrics, hparams_of, scalar_tags
 from fedsense.config import Config, ConfigError, dump, to_dict
-from fedsense.fileio import atomic_write, atomic_write_bytes
+from fedsense.fileio import atomic_write, atomic_write_bytes, private_dir
 
 
 def resolve_run_dir(cfg: Config, out: str | Path | None = None) -> Path:
@@ -54,8 +54,7 @@ class RunDir:
     """
 
     def __init__(self, path: str | Path, cfg: Config, resume_after: int | None = None) -> None:
-        self.path = Path(path).expanduser().resolve()
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path = private_dir(Path(path).expanduser().resolve())
         (self.path / "checkpoints").mkdir(exist_ok=True)
         self.metrics_path = self.path / "metrics.jsonl"
         if resume_after is None:

@@ -29,6 +29,7 @@ from pathlib import Path
 from fedsense import config as config_mod
 from fedsense.config import Config, ConfigError
 from fedsense.data.base import DatasetError
+from fedsense.fileio import private_dir
 from fedsense.report import dotted, mean_std
 from fedsense.rundir import new_run_dir, resolve_run_dir
 
@@ -137,7 +138,7 @@ def _simulate(cfg: Config, config_file: Path, overrides: list[str], run_dir: Pat
     started = time.time()
     clients = num_clients(cfg)
     print(f" {time.time() - started:.1f}s", flush=True)
-    home = run_dir / "flower"
+    home = private_dir(run_dir) / "flower"
     rounds = f"rounds {resume_after + 1}-{cfg.fed.rounds}" if resume_after else f"{cfg.fed.rounds} rounds"
     print(f"fedsense: {clients} clients, {rounds}, method {cfg.adapt.method}; "
           f"run directory {run_dir}; starting Flower's simulation engine ...", flush=True)

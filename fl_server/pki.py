@@ -41,10 +41,16 @@ class DeviceKey:
 
 
 def _write(path: Path, data: bytes, private: bool) -> Path:
+    """Write ``data``; a private key is created owner-only (0600) from its
+    first byte, never readable by others in between."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
     if private:
-        os.chmod(path, 0o600)
+        path.unlink(missing_ok=True)  # O_EXCL below: a fresh file with fresh permissions
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+    else:
+        path.write_bytes(data)
     return path
 
 

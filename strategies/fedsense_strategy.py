@@ -29,7 +29,7 @@ from fedsense.methods.base import is_discriminator
 from fedsense.metrics import macro_f1, per_class_f1, summarize
 from fedsense.privacy import add_noise, epsilon, largest_share, noise_std
 from strategies.roster import Roster
-from strategies.validation import direction_cosines, malformed_evaluation, screen
+from strategies.validation import direction_cosines, malformed_evaluation, screen, unclipped
 
 log = logging.getLogger("fedsense.strategy")
 
@@ -371,6 +371,8 @@ class FedSenseStrategy(FedAvg):
         for i, msg in enumerate(replies):  # the server decides what it trusts: what the device declared
             if verdicts[i] is None:
                 verdicts[i] = self.roster.check_train(self._origin(msg), candidates[i][1])
+            if verdicts[i] is None and self.privacy is not None:
+                verdicts[i] = unclipped(candidates[i][0], reference, self.privacy.clipping_norm)
         if self.min_update_cosine > -1:
             self._judge_directions(candidates, reference, roles, verdicts, replies)
         kept = []

@@ -93,6 +93,15 @@ def malformed(
     return None
 
 
+def unclipped(arrays: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], bound: float) -> str | None:
+    """Under differential privacy every device clips its update to ``bound``;
+    one longer than that did not, and the noise would not cover it."""
+    norm = _update_norm(arrays, reference)
+    if norm > bound * (1 + 1e-4):
+        return f"update norm {norm:.4g} exceeds privacy.clipping_norm {bound:g}: the device did not clip it"
+    return None
+
+
 def malformed_evaluation(metrics: Mapping[str, object], num_classes: int) -> str | None:
     """Why an evaluate reply cannot be summed, or None: its role must be 0 or
     1 and its confusion matrix ``num_classes**2`` finite non-negative counts."""

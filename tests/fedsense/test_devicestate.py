@@ -39,3 +39,13 @@ def test_kinds_are_kept_apart_and_an_unknown_kind_is_named(tmp_path):
     assert (tmp_path / "local-0001-0.npz").exists() and not (tmp_path / "residual-0001-0.npz").exists()
     with pytest.raises(ValueError, match="'weights'"):
         save_local(tmp_path, 1, "train", {}, kind="weights")
+
+
+def test_a_devices_own_parameters_are_its_owners_only(tmp_path):
+    import stat
+
+    from fedsense.devicestate import save_local
+
+    path = save_local(tmp_path / "dev", 3, "train", {"w": np.zeros(2)})
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "dev").stat().st_mode) == 0o700

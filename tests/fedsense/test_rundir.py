@@ -137,3 +137,14 @@ def test_images_text_histograms_and_hparams_reach_the_event_file(tmp_path: Path)
     hp = acc.PluginTagToContent("hparams")
     assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(hp)
     assert b"adapt.method" in hp["_hparams_/session_start_info"]
+
+
+def test_a_run_directory_is_its_owners_only(tmp_path):
+    import stat
+
+    from fedsense.config import Config
+    from fedsense.rundir import RunDir
+
+    run = RunDir(tmp_path / "run", Config())
+    run.close()
+    assert stat.S_IMODE((tmp_path / "run").stat().st_mode) == 0o700

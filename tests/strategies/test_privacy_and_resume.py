@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
@@ -34,9 +34,11 @@ def test_the_clipping_norm_travels_under_flowers_key(monkeypatch):
 def test_the_average_gets_noise_for_the_largest_share_and_epsilon_is_reported():
     records = []
     s = make(privacy=DP, on_round_end=lambda r, rec, a: records.append(rec))
-    w = np.zeros(100_000)
     for r in (1, 2):
+        # the devices send back the global arrays they received (no update): all the change is noise
+        w = s.current_arrays["w"].numpy() if s.current_arrays is not None else np.zeros(100_000)
         arrays, _ = s.aggregate_train(r, [train_reply(1, w, n=1), train_reply(2, w, n=3)])
+        arrays = ArrayRecord({"w": Array(arrays["w"].numpy() - w)})
         s.aggregate_evaluate(r, [eval_reply(1, np.eye(2, dtype=int) * 5, 0)])
         # one device holds 3/4 of the average: std = z * C * 3/4
         assert float(arrays["w"].numpy().std()) == pytest.approx(1.0 * 2.0 * 0.75, rel=0.02)
@@ -92,3 +94,16 @@ def test_a_restored_strategy_continues_the_rounds_and_the_reference():
     second.aggregate_train(1, [train_reply(1, np.zeros(4), n=2)])
     second.aggregate_evaluate(1, [eval_reply(1, np.eye(2, dtype=int), 0)])
     assert seen == [2] and len(second.history) == 2
+
+
+def test_under_dp_an_update_longer_than_the_clipping_norm_is_refused():
+    """Every device clips to privacy.clipping_norm; the noise is calibrated to
+    it. An update that is longer was not clipped and is refused."""
+    s = make(privacy=DP)
+    s.current_arrays = ArrayRecord({"w": Array(np.zeros(4, np.float32))})
+    bound = DP.clipping_norm
+    clipped = train_reply(1, np.full(4, bound / 2), n=2)  # norm = bound exactly
+    unclipped = train_reply(2, np.full(4, bound), n=2)  # norm = 2 x bound
+    s.aggregate_train(1, [clipped, unclipped])
+    assert len(s.stats.rejected) == 1 and "node 2: update norm" in s.stats.rejected[0]
+    assert "exceeds privacy.clipping_norm" in s.stats.rejected[0]
