@@ -480,7 +480,10 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Confi
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    if data is not None and not isinstance(data, dict):
+    if data is None:  # an empty file would silently run every default: say so instead
+        raise ConfigError(f"{path}: the file is empty; an experiment names at least its data and method "
+                          f"(start from configs/default.yaml)")
+    if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     return from_dict(data, overrides)
 

@@ -92,6 +92,24 @@ class _Progress:
             )
 
 
+_RUNNING: dict[str, Path] = {}  # the run directory of the federation under way (for the stop message)
+
+
+def _failure_reason(err: Exception) -> str:
+    """The first line of why a run failed (from its summary.json when the
+    ServerApp wrote one), and where the whole story is."""
+    where = _RUNNING.get("dir")
+    summary = where / "summary.json" if where else None
+    if summary is not None and summary.is_file():
+        try:
+            error = json.loads(summary.read_text()).get("error") or ""
+        except (OSError, ValueError):
+            error = ""
+        if error:
+            return f"{error.splitlines()[0]}\n  full error: {summary} (and {where / 'flower' / 'superlink.log'})"
+    return str(err)
+
+
 def run_experiment(
     config_file: str | Path,
     overrides: list[str],
@@ -106,6 +124,7 @@ def run_experiment(
     config_file = Path(config_file).expanduser().resolve()
     cfg = config_mod.load(config_file, overrides)
     run_dir = new_run_dir(cfg, out)
+    _RUNNING["dir"] = run_dir
     pinned = [*overrides, *_absolute_overrides(cfg, run_dir)]
     cfg = config_mod.load(config_file, pinned)
 
@@ -138,6 +157,9 @@ def _simulate(cfg: Config, config_file: Path, overrides: list[str], run_dir: Pat
     started = time.time()
     clients = num_clients(cfg)
     print(f" {time.time() - started:.1f}s", flush=True)
+    if cfg.fed.min_clients > clients:  # Flower would wait for nodes that never come
+        raise ConfigError(f"fed.min_clients={cfg.fed.min_clients}: the data have {clients} clients "
+                          f"(one per subject); a round could never start")
     home = private_dir(run_dir) / "flower"
     rounds = f"rounds {resume_after + 1}-{cfg.fed.rounds}" if resume_after else f"{cfg.fed.rounds} rounds"
     print(f"fedsense: {clients} clients, {rounds}, method {cfg.adapt.method}; "
@@ -174,6 +196,7 @@ def resume_experiment(run_dir: str | Path, verbose: bool = False) -> Path:
     if Path(cfg.output.dir or "").resolve() != run_dir:
         raise ConfigError(f"{config_file}: output.dir is {cfg.output.dir!r}, not this directory (was it moved?)")
     point = load_resume(run_dir)
+    _RUNNING["dir"] = run_dir
     if point.server_round >= cfg.fed.rounds:
         raise ConfigError(f"{run_dir}: all {cfg.fed.rounds} rounds are complete; nothing to resume")
     home = str(run_dir / "flower")
@@ -249,6 +272,7 @@ def _report(run_dir: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fedsense", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"fedsense {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     run_p = sub.add_parser("run", help="run one experiment (simulated federation or centralized)")
     run_p.add_argument("config", nargs="?", help="experiment YAML, e.g. configs/default.yaml")
@@ -308,14 +332,31 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return commands[args.command](args)
     except (ConfigError, DatasetError, FileNotFoundError) as err:
-        print(f"fedsense: error: {err}", file=sys.stderr)
+        print(f"\nfedsense: error: {err}", file=sys.stderr)
         return 2
     except RunFailed as err:
-        print(f"fedsense: run failed: {err}", file=sys.stderr)
+        print(f"\nfedsense: run failed: {_failure_reason(err)}", file=sys.stderr)
         return 1
+    except (KeyboardInterrupt, SystemExit) as stop:
+        if isinstance(stop, SystemExit) and stop.code not in (130, 143):
+            raise
+        where = _RUNNING.get("dir")
+        hint = f"; continue it with: fedsense run --resume {where}" if where and (where / "checkpoints" /
+                                                                                 "resume.npz").exists() else ""
+        print(f"\nfedsense: stopped{hint}", file=sys.stderr)
+        return 130 if isinstance(stop, KeyboardInterrupt) else 143
     except FleetError as err:
         print(f"fedsense: fleet: {err}", file=sys.stderr)
         return 1
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fedsense")
+    except PackageNotFoundError:  # pragma: no cover - run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def run_labels(paths: list[str]) -> dict[str, Path]:
@@ -375,7 +416,11 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     for label, d in runs.items():
         if not (d / "metrics.jsonl").is_file():
             raise FileNotFoundError(f"{d}: no metrics.jsonl (is this a fedsense run directory?)")
-    paths = learning_curves({label: read_metrics(d) for label, d in runs.items()}, out)
+    records = {label: read_metrics(d) for label, d in runs.items()}
+    empty = [f"{runs[label]}{_failed_because(runs[label])}" for label, r in records.items() if not r]
+    if empty:
+        raise ConfigError("nothing to plot: no round completed in " + "; ".join(empty))
+    paths = learning_curves(records, out)
     for path in paths:
         print(f"wrote {path.resolve()}")
     return 0
@@ -390,7 +435,21 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"{d}: no summary.json (is this a fedsense run directory?)")
         summaries[label] = json.loads((d / "summary.json").read_text())
     print(runs_table(summaries))
-    return 0
+    failed = {label: s.get("error") for label, s in summaries.items() if s.get("status") != "completed"}
+    for label, error in failed.items():
+        print(f"- {label}: {summaries[label].get('status', 'unknown')}"
+              f"{': ' + str(error).splitlines()[0] if error else ''}")
+    return 1 if failed else 0
+
+
+def _failed_because(run_dir: Path) -> str:
+    """`` (failed: <reason>)`` from a run's summary.json, or nothing."""
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    error = summary.get("error")
+    return f" (failed: {str(error).splitlines()[0]})" if summary.get("status") == "failed" and error else ""
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:

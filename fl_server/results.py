@@ -152,6 +152,8 @@ def render(results: dict[str, dict[str, list[dict]]], seeds: list[int], command:
         f"Regenerate with `{command}` (written {time.strftime('%Y-%m-%d')}).",
     ]
     runs = [r for arms in results.values() for rs in arms.values() for r in rs]
+    done = sum(r.get("status") == "completed" for r in runs)
+    parts.insert(1, f"{RUNS_MARK}{done} -->")
     missing = sum(r.get("status") == "missing" for r in runs)
     if missing:
         parts += ["", f"**Partial:** {len(runs) - missing} of {len(runs)} runs are in (the `runs` column says "
@@ -177,9 +179,26 @@ def regenerate(
     for scenario in scenarios:
         chosen = [a for a in arms_of(scenario) if arms is None or a in arms]
         results[scenario] = {a: [run_arm(scenario, a, s, out, reuse, run) for s in seeds] for a in chosen}
+        text = render(results, seeds, _command(scenarios, arms, seeds))
+        if not run and completed_runs(text) < completed_runs(doc.read_text() if doc.exists() else ""):
+            print(f"{doc}: left as it is: it reports {completed_runs(doc.read_text())} completed runs, "
+                  f"the runs under {out} only {completed_runs(text)}", file=sys.stderr)
+            return doc
         doc.parent.mkdir(parents=True, exist_ok=True)  # rewrite after each scenario: progress survives
-        doc.write_text(render(results, seeds, _command(scenarios, arms, seeds)))
+        doc.write_text(text)
     return doc
+
+
+RUNS_MARK = "<!-- completed runs: "
+
+
+def completed_runs(page: str) -> int:
+    """The completed runs a results page reports (its machine-readable mark; 0 without one)."""
+    start = page.find(RUNS_MARK)
+    if start < 0:
+        return 0
+    digits = page[start + len(RUNS_MARK):].split(" ", 1)[0]
+    return int(digits) if digits.isdigit() else 0
 
 
 def _command(scenarios: list[str], arms: list[str] | None, seeds: list[int]) -> str:

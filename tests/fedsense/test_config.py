@@ -43,10 +43,12 @@ def test_defaults_match_dataclass_defaults() -> None:
     assert cfg.adapt.method == "none"
 
 
-def test_empty_yaml_file_gives_defaults(tmp_path: Path) -> None:
+def test_an_empty_yaml_file_is_refused_not_run_with_every_default(tmp_path: Path) -> None:
     path = tmp_path / "empty.yaml"
     path.write_text("# only a comment\n")
-    assert load(path) == Config()
+    with pytest.raises(ConfigError, match="empty.yaml: the file is empty"):
+        load(path)
+    assert from_dict({}) == Config()  # in code, an empty mapping still means the defaults
 
 
 def test_load_synthetic_yaml() -> None:

@@ -112,3 +112,48 @@ def test_export_writes_the_file_and_a_report_and_names_what_is_missing(tmp_path,
     report = json.loads((written.parent / (written.name + ".json")).read_text())
     assert report["bytes"] == written.stat().st_size and report["format"] == "int8"
     assert report["parity"]["windows"] > 50 and report["parity"]["same_class"] >= 0.95
+
+
+def test_an_empty_config_and_an_impossible_federation_stop_before_flower_starts(tmp_path, capsys):
+    import time
+
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    started = time.time()
+    assert main(["run", str(empty), "--out", str(tmp_path / "a")]) == 2
+    assert "the file is empty" in capsys.readouterr().err
+    assert main(["run", str(SYNTHETIC), "--set", "fed.min_clients=100", "--set",
+                 f"data.cache_dir={tmp_path / 'c'}", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "fed.min_clients=100: the data have 6 clients" in err and "Traceback" not in err
+    assert time.time() - started < 30  # seconds, not Flower's five-minute wait for nodes
+    assert not (tmp_path / "b" / "flower").exists()  # no SuperLink was started
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.startswith("fedsense 0.")
+
+
+def test_results_without_runs_never_replaces_a_fuller_page(tmp_path, capsys):
+    page = tmp_path / "results.md"
+    from fl_server.results import RUNS_MARK
+
+    page.write_text(f"# Results\n{RUNS_MARK}12 -->\nthe tables of twelve runs\n")
+    before = page.read_bytes()
+    assert main(["results", "--scenarios", "cross_device", "--arms", "source_only", "--no-run",
+                 "--out", str(tmp_path / "none"), "--doc", str(page)]) == 0
+    assert page.read_bytes() == before
+    assert "left as it is: it reports 12 completed runs" in capsys.readouterr().err
+
+
+def test_plot_refuses_a_run_without_a_completed_round(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("")
+    (run / "summary.json").write_text(json.dumps({"status": "failed", "error": "RuntimeError: no nodes\nmore"}))
+    assert main(["plot", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "nothing to plot" in err and "failed: RuntimeError: no nodes" in err
+    assert not (run / "plots").exists()
