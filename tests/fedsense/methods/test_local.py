@@ -52,6 +52,13 @@ def test_sources_train_exactly_as_source_only_fedavg():
         np.testing.assert_array_equal(results["none"][k], results["m3bat_local"][k])
 
 
+def _server(cfg):
+    """The default method, its model and a fresh server state."""
+    method = METHODS["m3bat_local"]
+    model = build_run_model(DataSpec({"acc": (3, 64), "gyro": (3, 64)}, 4), cfg)
+    return method, model, method.server(cfg, list(model.discriminators))
+
+
 def _federation_round(cfg, state, model):
     """One evaluate round: every source reports; returns the source replies."""
     replies = []
@@ -65,9 +72,7 @@ def _federation_round(cfg, state, model):
 
 def test_server_pools_source_statistics_and_a_target_adapts_with_them():
     cfg = cfg_of()
-    method = METHODS["m3bat_local"]
-    model = build_run_model(DataSpec({"acc": (3, 64), "gyro": (3, 64)}, 4), cfg)
-    state = method.server(cfg, list(model.discriminators))
+    method, model, state = _server(cfg)
     sources = _federation_round(cfg, state, model)
     payload = state.evaluate_payload(4)
     assert set(payload) == {protocol.RAW, protocol.CLASS_STATS}
@@ -88,9 +93,7 @@ def test_server_pools_source_statistics_and_a_target_adapts_with_them():
 
 def test_a_malformed_source_record_is_refused_and_the_rest_pooled():
     cfg = cfg_of()
-    method = METHODS["m3bat_local"]
-    model = build_run_model(DataSpec({"acc": (3, 64), "gyro": (3, 64)}, 4), cfg)
-    state = method.server(cfg, list(model.discriminators))
+    method, model, state = _server(cfg)
     honest = _federation_round(cfg, state, model)
     liar_records = {k: dict(v) for k, v in honest[0].records.items()}
     liar_records[protocol.RAW]["raw.acc.count"] = np.full(4, 10 ** 12)
@@ -101,9 +104,7 @@ def test_a_malformed_source_record_is_refused_and_the_rest_pooled():
 
 def test_the_server_state_survives_a_resume_point():
     cfg = cfg_of()
-    method = METHODS["m3bat_local"]
-    model = build_run_model(DataSpec({"acc": (3, 64), "gyro": (3, 64)}, 4), cfg)
-    first = method.server(cfg, list(model.discriminators))
+    method, model, first = _server(cfg)
     _federation_round(cfg, first, model)
     doc, arrays = first.snapshot()
     second = method.server(cfg, list(model.discriminators))
