@@ -29,6 +29,7 @@ carries no weight, and its calibration and discriminators stay on it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -60,9 +61,21 @@ from fedsense.methods.base import (
 )
 from fedsense.params import load_arrays
 
+log = logging.getLogger("fedsense.client")
 FIT_PREFIX = "calibration-fit/"  # keys of the calibration candidates in Step.state
+FIT_DONE = "calibration-fitted"  # Step.state: the fits were made (possibly none)
 ADAPTED_KEY = ADAPTED[len(METHOD_STATE):]  # Step.state keys of the parameters evaluated with
 DELTA = "selftrain-delta/"  # Step.state keys of self-training's change of the BatchNorm affine parameters
+
+
+def _read(reader, arrays):
+    """A record the server sent, read and checked; an unreadable one is ignored
+    (the device adapts without it) rather than trusted or fatal."""
+    try:
+        return reader(arrays)
+    except wire.WireError as err:
+        log.warning("m3bat_local: a record from the server is ignored: %s", err)
+        return {}
 
 
 def _sweep_round(step: Step) -> bool:
@@ -162,15 +175,16 @@ class LocalM3BAT(Method):
         cfg, model, data = step.cfg, step.model, step.data.train
         adapt = cfg.adapt
         numbers: dict[str, float] = {}
-        if adapt.calibration and model.calibration is not None:
-            fits = self._fits(step)
-            if fits:
-                raw = wire.read_raw(step.payload.get(protocol.RAW, {}))
-                scales = {m: energy_scale(data.x[m][data.present(m) > 0], raw[m]) for m in raw if m in data.x}
-                before = model.calibration.maps()
-                choose_calibration(model, data, fits, scales, sweep=_sweep_round(step))
-                numbers[protocol.ST_CALIBRATION_CHANGED] = float(any(
-                    not np.allclose(before[m][0], a) for m, (a, _b) in model.calibration.maps().items()))
+        raw = _read(wire.read_raw, step.payload.get(protocol.RAW, {}))
+        if adapt.calibration and model.calibration is not None and raw:
+            # candidates from the likelihood fits (modalities whose window means
+            # pin a frame down); the others are chosen among axis maps alone
+            fits = self._fits(step, raw)
+            scales = {m: energy_scale(data.x[m][data.present(m) > 0], raw[m]) for m in raw if m in data.x}
+            before = model.calibration.maps()
+            choose_calibration(model, data, fits, scales, sweep=_sweep_round(step))
+            numbers[protocol.ST_CALIBRATION_CHANGED] = float(any(
+                not np.allclose(before[m][0], a) for m, (a, _b) in model.calibration.maps().items()))
         # Normalisation: the sources' statistics, or this device's own, whichever the objective prefers.
         global_stats = _norm_statistics(model)
         score_global = im_score(model, data)
@@ -181,7 +195,7 @@ class LocalM3BAT(Method):
             load_arrays(model, global_stats, strict_keys=set())
         numbers[protocol.ST_NORM_LOCAL] = float(local)
         score = min(score_local, score_global)
-        reference = wire.read_class_stats(step.payload.get(protocol.CLASS_STATS, {}))
+        reference = _read(wire.read_class_stats, step.payload.get(protocol.CLASS_STATS, {}))
         if adapt.self_training:
             # Self-training goes on across rounds: last round's change of the
             # BatchNorm affine parameters is applied to this round's global ones
@@ -226,9 +240,9 @@ class LocalM3BAT(Method):
         load_arrays(step.model, {k: v.numpy() for k, v in affine.items()}, strict_keys=set())
         return score
 
-    def _fits(self, step: Step) -> dict[str, list[Fit]]:
+    def _fits(self, step: Step, raw: dict[str, RawStats]) -> dict[str, list[Fit]]:
         """The calibration candidates of each 3-axis modality: from the
-        device's state, else fitted now if the raw reference has arrived."""
+        device's state, else fitted now to the raw reference ``raw``."""
         fits: dict[str, list[Fit]] = {}
         stored = {k[len(FIT_PREFIX):]: v for k, v in step.state.items() if k.startswith(FIT_PREFIX)}
         for key in stored:
@@ -236,9 +250,8 @@ class LocalM3BAT(Method):
             if leaf == "matrix":
                 fits[m] = [Fit(a, b, float(n)) for a, b, n in
                            zip(stored[f"{m}.matrix"], stored[f"{m}.offset"], stored[f"{m}.nll"])]
-        if fits:
+        if fits or step.state.get(FIT_DONE) is not None:
             return fits
-        raw = wire.read_raw(step.payload.get(protocol.RAW, {}))
         data = step.data.train
         for m, reference in raw.items():
             if m not in data.x or data.x[m].shape[1] != 3:
@@ -249,6 +262,7 @@ class LocalM3BAT(Method):
                 step.state[f"{FIT_PREFIX}{m}.matrix"] = np.stack([f.matrix for f in found])
                 step.state[f"{FIT_PREFIX}{m}.offset"] = np.stack([f.offset for f in found])
                 step.state[f"{FIT_PREFIX}{m}.nll"] = np.array([f.nll for f in found])
+        step.state[FIT_DONE] = np.array(1)  # fitted once, also when nothing could be
         return fits
 
     # ---------------------------------------------------------- the server
