@@ -45,6 +45,34 @@ def scalar_tags(record: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
+def layout() -> dict[str, dict[str, list]]:
+    """TensorBoard's custom-scalars layout (its "Custom Scalars" tab): the
+    headline first, then adaptation per branch, then clients and cost. Tags
+    are regular expressions over :func:`scalar_tags`' names."""
+    return {
+        "1 headline: macro-F1 and accuracy": {
+            "macro-F1 (target: unlabeled devices' held-out windows)": [
+                "Multiline", [r"eval/target/macro_f1", r"eval/source/macro_f1"]],
+            "accuracy": ["Multiline", [r"eval/target/accuracy", r"eval/source/accuracy"]],
+        },
+        "2 adaptation": {
+            "shift per branch (source vs target embeddings)": ["Multiline", [r"adapt/shift/.*"]],
+            "branch weights": ["Multiline", [r"adapt/weight/.*"]],
+            "discriminator accuracy per branch (0.5: domains indistinguishable)": [
+                "Multiline", [r"adapt/disc_acc/.*", r"adapt/targets/disc_acc.*"]],
+            "targets' self-training (collapse: smallest class share 0)": [
+                "Multiline", [r"adapt/targets/(min_class_share|confident|kept|norm_local|calibration_changed)"]],
+            "reversal coefficient": ["Multiline", [r"adapt/lambda"]],
+        },
+        "3 clients and cost": {
+            "clients per round": ["Multiline", [r"clients/.*"]],
+            "bytes per round": ["Multiline", [r"comm/.*"]],
+            "device CPU seconds per message": ["Multiline", [r"compute/.*/cpu_seconds"]],
+            "round seconds": ["Multiline", [r"round/seconds"]],
+        },
+    }
+
+
 def confusion_image(cm: np.ndarray, cell: int = 0) -> np.ndarray:
     """A confusion matrix as a ``(3, H, W)`` uint8 image: row-normalised
     (each true class sums to 1), white = 0 to dark blue = 1, grey grid lines."""

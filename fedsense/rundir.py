@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from fedsense.board import final_metrics, hparams_of, scalar_tags
+from fedsense.board import final_metrics, hparams_of, layout, scalar_tags
 from fedsense.config import Config, ConfigError, dump, to_dict
 from fedsense.fileio import atomic_write, atomic_write_bytes, private_dir
 
@@ -71,6 +71,7 @@ class RunDir:
         if resume_after is None:
             self.writer = SummaryWriter(log_dir=str(self.tb_dir))
             self.writer.add_text("config", "```\n" + dump(cfg) + "\n```", 0)
+            self.writer.add_custom_scalars(layout())
         else:
             self.writer = SummaryWriter(log_dir=str(self.tb_dir), purge_step=resume_after + 1)
         self.writer.flush()

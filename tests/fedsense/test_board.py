@@ -53,3 +53,35 @@ def test_nodes_text_lists_ids_per_outcome() -> None:
     text = nodes_text({"sampled": [1, 2], "replied": [2], "failed": [1]})
     assert text == "**sampled** (2): 1, 2\n\n**replied** (1): 2\n\n**failed** (1): 1"
     assert "—" in nodes_text({"failed": []})
+
+
+def test_the_custom_scalars_layout_puts_the_headline_first_and_matches_real_tags(tmp_path):
+    """The Custom Scalars tab: headline, adaptation, clients and cost; every
+    chart's patterns match tags a round of the default method writes."""
+    import re
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    from fedsense.board import layout, scalar_tags
+    from fedsense.config import Config
+    from fedsense.rundir import RunDir
+
+    run = RunDir(tmp_path / "run", Config())
+    record = {"target": {"macro_f1": 0.9, "accuracy": 0.9}, "source": {"macro_f1": 0.8, "accuracy": 0.8},
+              "adapt": {"lambda": 0.5, "weight": {"acc": 1.1}, "shift": {"acc": 0.4},
+                        "targets": {"min_class_share": 0.1, "confident": 0.9, "kept": 1.0, "disc_acc.acc": 0.6}},
+              "clients": {"sampled": 30}, "comm": {"bytes_up": 10}, "seconds": 6.0,
+              "compute": {"train": {"source": {"cpu_seconds": 0.3}}}}
+    run.log_round(1, record)
+    run.close()
+    acc = EventAccumulator(str(tmp_path / "run" / "tb"), size_guidance={"tensors": 0})
+    acc.Reload()
+    stored = acc.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0]
+    parsed = layout_pb2.Layout.FromString(stored)
+    titles = [c.title for c in parsed.category]
+    assert titles == sorted(titles) and titles[0].startswith("1 headline")
+    tags = set(scalar_tags(record))
+    for category, charts in layout().items():
+        for title, (_, patterns) in charts.items():
+            assert any(re.fullmatch(p, t) for p in patterns for t in tags), (category, title)
