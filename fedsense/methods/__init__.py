@@ -1,7 +1,10 @@
 """Adaptation methods, one registry entry each (``adapt.method``).
 
 A method owns its client-side steps and its server-side state
-(:class:`fedsense.methods.base.Method`); each lives in its own module here:
+(:class:`fedsense.methods.base.Method`). Each lives in a module of this
+package, which is found and registered when the package is imported:
+every module-level :class:`Method` object registers under its ``name``, so
+adding a method is adding one file. Here now:
 
 - ``none`` (:mod:`.source_only`): source-only FedAvg;
 - ``adabn``, ``fedbn``, ``fedbn_stats`` (:mod:`.normalisation`);
@@ -12,16 +15,21 @@ A method owns its client-side steps and its server-side state
   class-conditional multi-branch alignment of device-local parameters.
 """
 
-from fedsense.methods.adversarial import DANN, M3BAT, M3BAT_BN
+import importlib
+import pkgutil
+
 from fedsense.methods.base import Method, Reply, Result, ServerState, Step
-from fedsense.methods.generated import GENERATED
-from fedsense.methods.local import M3BAT_LOCAL
-from fedsense.methods.normalisation import ADABN, FEDBN, FEDBN_STATS
-from fedsense.methods.source_only import SOURCE_ONLY
 from fedsense.registry import Registry
 
 METHODS: Registry[Method] = Registry("adaptation method")
-for _method in (SOURCE_ONLY, DANN, M3BAT, FEDBN, FEDBN_STATS, ADABN, GENERATED, M3BAT_BN, M3BAT_LOCAL):
-    METHODS.register(_method.name)(_method)
+for _info in sorted(pkgutil.iter_modules(__path__), key=lambda info: info.name):
+    for _obj in vars(importlib.import_module(f"{__name__}.{_info.name}")).values():
+        if not isinstance(_obj, Method):
+            continue
+        if _obj.name in METHODS:
+            if METHODS[_obj.name] is not _obj:
+                raise ValueError(f"two adaptation methods are named '{_obj.name}'")
+            continue
+        METHODS.register(_obj.name)(_obj)
 
 __all__ = ["METHODS", "Method", "Reply", "Result", "ServerState", "Step"]

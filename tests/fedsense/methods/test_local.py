@@ -169,3 +169,18 @@ def test_self_training_carries_on_across_rounds_only_while_it_helps(monkeypatch)
         method.evaluate(again)
         expected = start + torch.as_tensor(delta[local.DELTA + key]) if helps else start
         torch.testing.assert_close(seen[-1][key], expected)
+
+
+def test_a_method_is_one_module_found_by_the_package():
+    """Every module of fedsense/methods/ with a Method object registers it:
+    adding a method is adding a file."""
+    import importlib
+    import pkgutil
+
+    import fedsense.methods as package
+
+    found = set()
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"fedsense.methods.{info.name}")
+        found |= {obj.name for obj in vars(module).values() if isinstance(obj, Method)}
+    assert found == set(METHODS) and {"none", "m3bat_local", "fedbn", "fedbn_stats"} <= found
