@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from fedsense.plots import COLOURS, SIZE, learning_curves, series
+from fedsense.plots import learning_curves, series
 
 
 def records(f1s, disc=None):
@@ -23,13 +23,24 @@ def test_series_skips_rounds_without_the_key():
     assert series(recs, "target.macro_f1") == [(1.0, 0.5), (3.0, 0.7)]
 
 
+def _colours(path):
+    with Image.open(path) as png:
+        return {c for _, c in png.convert("RGB").getcolors(maxcolors=1_000_000)}
+
+
 def test_curves_are_drawn_in_each_runs_colour(tmp_path):
     paths = learning_curves({"a": records([0.2, 0.5, 0.8]), "b": records([0.1, 0.3, 0.4], disc=[0.9, 0.7, 0.5])}, tmp_path)
     assert [p.name for p in paths] == ["macro_f1.png", "disc_acc.png"]
-    with Image.open(paths[0]) as png:
-        assert png.size == SIZE
-        colours = {c for _, c in png.convert("RGB").getcolors(maxcolors=1_000_000)}
-    assert COLOURS[0] in colours and COLOURS[1] in colours
+    colours = _colours(paths[0])
+    assert (31, 119, 180) in colours and (255, 127, 14) in colours  # matplotlib's first two colours
+
+
+def test_a_single_round_is_visible_and_self_training_gets_its_own_figure(tmp_path):
+    recs = records([0.5])
+    recs[0]["adapt"] = {"targets": {"min_class_share": 0.12, "confident": 0.9, "kept": 1.0}}
+    paths = learning_curves({"a": recs}, tmp_path)
+    assert [p.name for p in paths] == ["macro_f1.png", "self_training.png"]
+    assert (31, 119, 180) in _colours(paths[0])  # one point still draws a marker
 
 
 def test_no_discriminator_plot_without_adaptation_and_no_runs_is_an_error(tmp_path):
