@@ -161,7 +161,9 @@ class AdaptConfig:
     self_training_lr: float = 0.001
     self_training_beta: float = 0.3  # weight of the centroid pseudo-label cross-entropy
     self_training_threshold: float = 0.9  # pseudo-labels only on windows predicted at least this confidently
-    self_training_anchor: float = 1.0  # quadratic pull toward the starting parameters (a cap on drift)
+    self_training_anchor: float = 1.0  # quadratic pull toward the global parameters (a cap on drift)
+    # norm: calibration and BatchNorm affine parameters; encoders: the encoders and fusion too, classifier frozen
+    self_training_scope: Literal["norm", "encoders"] = "norm"
 
 
 @dataclass(frozen=True)

@@ -152,13 +152,18 @@ class SelfTraining:
     threshold: float = 0.9  # pseudo-labels only on windows predicted at least this confidently
     anchor: float = 1.0  # quadratic pull toward the starting parameters (a cap on drift)
     batch_size: int = 64
+    scope: str = "norm"  # norm: calibration and BatchNorm affine; encoders: the encoders too (classifier frozen)
 
 
-def local_parameters(model: MultimodalNet) -> list[nn.Parameter]:
-    """What self-training moves: the calibration and every BatchNorm's affine parameters."""
+def local_parameters(model: MultimodalNet, scope: str = "norm") -> list[nn.Parameter]:
+    """What self-training moves: the calibration and every BatchNorm's affine
+    parameters (``scope`` "norm"), or the whole encoders and fusion with the
+    classifier frozen (``scope`` "encoders", SHOT's choice)."""
     params: list[nn.Parameter] = []
     if model.calibration is not None:
         params += list(model.calibration.parameters())
+    if scope == "encoders":
+        return params + list(model.encoders.parameters()) + list(model.fusion.parameters())
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine:
             params += [module.weight, module.bias]
@@ -182,7 +187,7 @@ def self_train(
     objective at the start). Returns the round's numbers: objective before
     and after, pseudo-labelled share, smallest predicted class share, drift
     from the anchor, whether it was kept."""
-    params = local_parameters(model)
+    params = local_parameters(model, settings.scope)
     if not params or len(ds) < 2:
         return {}
     names = {id(p): n for n, p in model.named_parameters()}

@@ -41,7 +41,7 @@ from fedsense.adaptation.calibration import Fit, RawStats, energy_scale, fit_can
 from fedsense.adaptation.classwise import Alignment, ClassStats, alignment_term, class_stats, pool_class_stats
 from fedsense.adaptation.discriminators import FUSED
 from fedsense.adaptation.schedules import reversal_coefficient
-from fedsense.adaptation.selftraining import SelfTraining, choose_calibration, im_score, self_train
+from fedsense.adaptation.selftraining import SelfTraining, choose_calibration, im_score, local_parameters, self_train
 from fedsense.adaptation.statistics import Stats, frechet_shift, pool, privatize, shift_weights, to_wire
 from fedsense.adaptation.training import embedding_stats, renormalize
 from fedsense.config import AdaptConfig, Config
@@ -85,6 +85,16 @@ def _sweep_round(step: Step) -> bool:
     the other modalities' frames compete)."""
     r = step.server_round
     return r <= 3 or r % 5 == 0 or r >= step.cfg.fed.rounds
+
+
+def adapted_start(model, scope: str) -> dict[str, torch.Tensor]:
+    """The values self-training starts from and is anchored to, of what it
+    moves besides the calibration (which carries over by itself): the
+    BatchNorm affine parameters, or with scope "encoders" the encoders' and
+    fusion's parameters."""
+    moved = {id(p) for p in local_parameters(model, scope)}
+    return {k: p.detach().clone() for k, p in model.named_parameters()
+            if id(p) in moved and not k.startswith("calibration.")}
 
 
 def _is_norm(model, key: str) -> bool:
@@ -201,7 +211,7 @@ class LocalM3BAT(Method):
             # BatchNorm affine parameters is applied to this round's global ones
             # (kept if the objective says it still helps), and the anchor pulls
             # toward the global values, so the drift cap holds over all rounds.
-            affine = {k: v.clone() for k, v in model.state_dict().items() if is_norm_affine(model, k)}
+            affine = adapted_start(model, adapt.self_training_scope)
             score = self._resume_self_training(step, affine, score)
             align = None
             weights = {b: float(step.config.get(protocol.cfg_weight(b), 1.0)) for b in model.discriminators}
@@ -212,7 +222,7 @@ class LocalM3BAT(Method):
                     class_conditional=adapt.class_conditional))
             settings = SelfTraining(epochs=adapt.self_training_epochs, lr=adapt.self_training_lr,
                                     beta=adapt.self_training_beta, threshold=adapt.self_training_threshold,
-                                    anchor=adapt.self_training_anchor)
+                                    anchor=adapt.self_training_anchor, scope=adapt.self_training_scope)
             discriminators = list(model.discriminators.parameters()) if align is not None else []
             outcome = self_train(model, data, settings, step.seed, align=align, extra_params=discriminators,
                                  anchor_to=affine, before=score)
@@ -221,8 +231,10 @@ class LocalM3BAT(Method):
             step.state.update({DELTA + k: (state[k] - v).numpy().copy() for k, v in affine.items()})
         # what this device evaluates with, for `fedsense export --device` (not loaded by the next round)
         state = model.state_dict()
+        own = set(affine) if adapt.self_training else set()
         step.state.update({ADAPTED_KEY + k: state[k].numpy().copy() for k in state
-                           if not is_discriminator(k) and (k.startswith("calibration.") or _is_norm(model, k))})
+                           if not is_discriminator(k) and (k.startswith("calibration.") or _is_norm(model, k)
+                                                           or k in own)})
         return Result(metrics=numbers, keep=True)
 
     def _resume_self_training(self, step: Step, affine: dict[str, torch.Tensor], score: float) -> float:

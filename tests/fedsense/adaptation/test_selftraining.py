@@ -165,3 +165,22 @@ def test_self_training_does_not_collapse_onto_one_class(trained):
                      SelfTraining(epochs=10, lr=0.01), seed=1)
     assert out["min_class_share"] > 0.1
     assert f1(model, device) >= f1(trained[0], device) - 0.05
+
+
+def test_the_encoders_scope_moves_the_encoders_never_the_classifier(trained, monkeypatch):
+    import fedsense.adaptation.selftraining as st
+
+    model, device = trained
+    model = __import__("copy").deepcopy(model)
+    moved = {id(p) for p in local_parameters(model, "encoders")}
+    names = {n for n, p in model.named_parameters() if id(p) in moved}
+    assert any(n.startswith("encoders.") and ".features.0." in n for n in names)  # convolutions too
+    assert not any(n.startswith("classifier.") for n in names)
+    scores = iter([0.0, -1.0])  # before, after: better, so the step is kept
+    monkeypatch.setattr(st, "im_score", lambda m, d: next(scores))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    out = st.self_train(model, replace(device, y=np.full_like(device.y, -1)),
+                        SelfTraining(epochs=1, threshold=0.0, anchor=0.0, lr=0.01, scope="encoders"), seed=0)
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert out["kept"] == 1.0 and any(k.startswith("encoders.") and ".features.0." in k for k in changed)
+    assert not any(k.startswith("classifier.") for k in changed)
