@@ -9,7 +9,8 @@ from fedsense.report import arm_table, dotted, mean_std
 
 def summary(f1: float, status: str = "completed") -> dict:
     return {"status": status, "rounds": 2, "target": {"macro_f1": f1, "accuracy": f1},
-            "source": {"macro_f1": 0.9, "accuracy": 0.9}, "comm": {"bytes_up": 1e6, "bytes_down": 3e6}}
+            "source": {"macro_f1": 0.9, "accuracy": 0.9}, "comm": {"bytes_up": 1e6, "bytes_down": 3e6},
+            "compute": {"target_cpu_seconds_per_round": 1.25}}
 
 
 def test_mean_and_std_over_completed_runs_only():
@@ -24,5 +25,5 @@ def test_table_has_a_row_per_arm_and_shows_failures():
     table = arm_table({"source_only": [summary(0.5), summary(0.7)], "m3bat": [summary(0.8), summary(0.0, "failed")]})
     lines = table.splitlines()
     assert len(lines) == 4
-    assert lines[2].startswith("| source_only | 0.600 ± 0.100 |") and "| 2.00 | 2 |" in lines[2]
+    assert lines[2].startswith("| source_only | 0.600 ± 0.100 |") and "| 2.00 | 1.25 | 2 |" in lines[2]
     assert lines[3].endswith("| 1 (1 failed) |")

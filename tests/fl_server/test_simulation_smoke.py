@@ -150,14 +150,13 @@ def test_plot_and_compare_on_real_run_directories(smoke_run: Path, tmp_path: Pat
     from PIL import Image
 
     from fl_server.cli import main
-    from fedsense.plots import SIZE
 
     central = run_experiment(SYNTHETIC, ["fed.mode=centralized", "fed.rounds=2", f"data.cache_dir={tmp_path / 'c'}"],
                              out=str(tmp_path / "central"))
     assert main(["plot", str(smoke_run), str(central), "--out", str(tmp_path / "plots")]) == 0
     for name in ("macro_f1.png", "disc_acc.png"):  # the M3BAT run has discriminators to show
         with Image.open(tmp_path / "plots" / name) as png:
-            assert png.format == "PNG" and png.size == SIZE
+            assert png.format == "PNG" and png.size[0] >= 400 and png.size[1] >= 250
             assert len(png.convert("RGB").getcolors(maxcolors=100_000)) > 10  # drawn, not blank
     capsys.readouterr()
     assert main(["compare", str(smoke_run), str(central)]) == 0
