@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fedsense.protocol import DISCRIMINATORS
 from fedsense.registry import Registry
 
 Arrays = dict[str, np.ndarray]
@@ -127,7 +128,7 @@ def branch_of(key: str, modalities: Sequence[str]) -> str | None:
     discriminator), or None for the parts every device trains (fusion,
     classifier, the fused discriminator)."""
     for m in modalities:
-        if key.startswith((f"encoders.{m}.", f"discriminators.{m}.")):
+        if key.startswith((f"encoders.{m}.", f"{DISCRIMINATORS}{m}.")):
             return m
     return None
 

@@ -126,7 +126,7 @@ class RunModels:
             if local is None:
                 raise ConfigError(f"{self.path}: no device state under devices/{device}/ to export its model with")
             # the device's kept parameters, then what it adapted for its last evaluation (m3bat_local)
-            kept = {k: v for k, v in local.items() if not k.startswith(("discriminators.", METHOD_STATE))}
+            kept = {k: v for k, v in local.items() if not k.startswith((protocol.DISCRIMINATORS, METHOD_STATE))}
             adapted = {k[len(ADAPTED):]: v for k, v in local.items() if k.startswith(ADAPTED)}
             load_arrays(model, {**kept, **adapted}, strict_keys=set())
         return model.eval()

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from fedsense.config import TrainConfig
 from fedsense.data.base import Dataset
+from fedsense.distillation import single_modality_loss
 from fedsense.metrics import confusion
 
 
@@ -112,7 +113,6 @@ def single_modality_term(model: nn.Module, x: dict[str, Tensor], mask: dict[str,
                          y: Tensor, cfg: TrainConfig) -> Tensor:
     """``train.single_modality_weight`` x the one-modality paths' loss
     (:mod:`fedsense.distillation`), or 0."""
-    from fedsense.distillation import single_modality_loss
 
     if cfg.single_modality == "none" or cfg.single_modality_weight == 0:
         return torch.zeros(())

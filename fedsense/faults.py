@@ -15,6 +15,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from fedsense import protocol
 from fedsense.config import FAULT_KINDS, FaultsConfig
 
 
@@ -68,7 +69,6 @@ def lie(kind: str, message: str, metrics: dict, records: dict[str, dict[str, np.
         rng: np.random.Generator) -> None:
     """Change a reply's ``metrics`` and array ``records`` in place as a
     device of fault ``kind`` would on a ``message`` ("train" or "evaluate")."""
-    from fedsense import protocol
 
     if kind == "role_lie":
         metrics[protocol.IS_TARGET] = 1 - int(metrics[protocol.IS_TARGET])

@@ -21,6 +21,7 @@ import numpy as np
 from torch import nn
 
 from fedsense.data.base import Dataset
+from fedsense.protocol import is_discriminator
 
 _STATS = ("running_mean", "running_var")
 
@@ -39,7 +40,7 @@ def describe(data: Dataset) -> np.ndarray:
 
 def norm_keys(model: nn.Module) -> list[str]:
     """The BatchNorm running statistics of ``model``'s inference path, in state-dict order."""
-    return [k for k in model.state_dict() if k.endswith(_STATS) and not k.startswith("discriminators.")]
+    return [k for k in model.state_dict() if k.endswith(_STATS) and not is_discriminator(k)]
 
 
 def flatten(stats: Mapping[str, np.ndarray], keys: Sequence[str]) -> np.ndarray:

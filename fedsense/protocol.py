@@ -11,6 +11,14 @@ ARRAYS = "arrays"  # ArrayRecord: the shared model parameters
 CONFIG = "config"  # ConfigRecord: what the server asks for this round
 METRICS = "metrics"  # MetricRecord: numbers the client reports
 
+# Array keys: the state-dict prefix of every domain discriminator (the one
+# place that says which arrays are discriminators)
+DISCRIMINATORS = "discriminators."
+
+
+def is_discriminator(key: str) -> bool:
+    return key.startswith(DISCRIMINATORS)
+
 # Run config (pyproject [tool.flwr.app.config]): the only two keys
 RUN_CONFIG_FILE = "config-file"
 RUN_OVERRIDES = "overrides"

@@ -12,7 +12,7 @@ from flwr.serverapp import Grid
 
 from fedsense import protocol
 from fedsense.models import DataSpec
-from strategies.fedsense_strategy import reply_inventory
+from strategies.accounting import reply_inventory
 from strategies.roster import Declared, declaration
 
 log = logging.getLogger("fedsense.server")

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fedsense.protocol import stats_keys
+
 
 @dataclass(frozen=True)
 class Stats:
@@ -101,7 +103,6 @@ def shift_weights(shifts: dict[str, float]) -> dict[str, float]:
 def to_wire(stats: dict[str, Stats]) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     """Per-branch statistics as float32 arrays and integer counts, keyed as in
     ``fedsense.protocol.stats_keys``."""
-    from fedsense.protocol import stats_keys
 
     arrays: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
@@ -115,7 +116,6 @@ def to_wire(stats: dict[str, Stats]) -> tuple[dict[str, np.ndarray], dict[str, i
 
 def from_wire(arrays: dict[str, np.ndarray], counts: dict[str, object]) -> dict[str, Stats]:
     """Inverse of :func:`to_wire`."""
-    from fedsense.protocol import stats_keys
 
     out: dict[str, Stats] = {}
     for key in arrays:

@@ -16,9 +16,14 @@ from typing import Literal
 
 import numpy as np
 
+from fedsense import protocol
 from fedsense.config import Config
 from fedsense.data.base import Dataset, DatasetError
-from fedsense.data.loaders import cached_dataset
+from fedsense.data.loaders import cached_dataset, select_modalities
+from fedsense.data import partition as partitioning  # module attribute: tests replace the split
+from fedsense.data.missing import apply_missing
+from fedsense.data.npz import load_npz
+from fedsense.data.synthetic import make_synthetic_subject
 
 
 @dataclass(frozen=True)
@@ -47,11 +52,10 @@ def _partition(cfg: Config, ds: Dataset) -> list:
     Keyed on the dataset object itself (held, so its identity cannot be
     reused) and on every setting the split depends on.
     """
-    from fedsense.data.partition import partition
 
     settings = (tuple(cfg.data.target_domains), cfg.data.test_fraction)
     if not (_PARTITIONS and _PARTITIONS[0][0] is ds and _PARTITIONS[0][1] == settings):
-        _PARTITIONS[:] = [(ds, settings, partition(ds, cfg.data.target_domains, cfg.data.test_fraction))]
+        _PARTITIONS[:] = [(ds, settings, partitioning.partition(ds, cfg.data.target_domains, cfg.data.test_fraction))]
     return _PARTITIONS[0][2]
 
 
@@ -78,13 +82,10 @@ def _check_generated_roles(cfg: Config) -> int:
 def _generated_client(cfg: Config, pid: int) -> ClientData:
     """Client ``pid`` (subject ``pid + 1``) generated on its own; the same
     windows, split and role as its partition of the whole generated dataset."""
-    from fedsense.data.loaders import select_modalities
-    from fedsense.data.partition import split_indices
-    from fedsense.data.synthetic import make_synthetic_subject
 
     subjects = cfg.data.synthetic.subjects
     ds = select_modalities(make_synthetic_subject(cfg.data.synthetic, cfg.seed, pid + 1), list(cfg.data.modalities))
-    train, test = split_indices(ds.y, cfg.data.test_fraction)
+    train, test = partitioning.split_indices(ds.y, cfg.data.test_fraction)
     role = "target" if pid + 1 in {int(d) for d in cfg.data.target_domains} else "source"
     return _finish(cfg, ds.subset(train), ds.subset(test), role, pid, subjects)  # type: ignore[arg-type]
 
@@ -97,8 +98,6 @@ def num_clients(cfg: Config) -> int:
 
 
 def _device_data(cfg: Config, path: str, role: str | None, pid: int) -> ClientData:
-    from fedsense.data.npz import load_npz
-    from fedsense.data.partition import split_indices
 
     if not Path(path).is_absolute():
         # the ClientApp runs in a process whose working directory is not the operator's
@@ -107,7 +106,6 @@ def _device_data(cfg: Config, path: str, role: str | None, pid: int) -> ClientDa
     # (the ClientApp conforms the data to it: one the device lacks is masked).
     ds = load_npz(path)
     if cfg.data.modalities:
-        from fedsense.data.loaders import select_modalities
 
         ds = select_modalities(ds, [m for m in cfg.data.modalities if m in ds.x] or list(cfg.data.modalities))
     if role is None:
@@ -115,7 +113,7 @@ def _device_data(cfg: Config, path: str, role: str | None, pid: int) -> ClientDa
         role = "target" if domains & set(cfg.data.target_domains) else "source"
     if role not in ("source", "target"):
         raise DatasetError(f"node config role={role!r}: must be 'source' or 'target'")
-    train, test = split_indices(ds.y, cfg.data.test_fraction)
+    train, test = partitioning.split_indices(ds.y, cfg.data.test_fraction)
     return _finish(cfg, ds.subset(train), ds.subset(test), role, pid)  # type: ignore[arg-type]
 
 
@@ -124,7 +122,6 @@ def _finish(
     num_devices: int | None = None,
 ) -> ClientData:
     if num_devices is not None and (cfg.data.drop_modality or cfg.data.drop_window):
-        from fedsense.data.missing import apply_missing
 
         drops = (cfg.data.drop_modality, cfg.data.drop_window)
         train = apply_missing(train, pid, num_devices, cfg.seed, *drops, part=0)
@@ -141,8 +138,6 @@ def load_client_data(cfg: Config, node_config: Mapping[str, object]) -> ClientDa
     ``partition-id`` (the device's number); otherwise ``partition-id`` and
     ``num-partitions`` select one subject of the configured dataset.
     """
-    from fedsense import protocol
-    from fedsense.data.partition import client_data
 
     if protocol.NODE_DATA_PATH in node_config:
         role = node_config.get(protocol.NODE_ROLE)
@@ -176,5 +171,5 @@ def load_client_data(cfg: Config, node_config: Mapping[str, object]) -> ClientDa
     if generated:
         return _generated_client(cfg, pid)
     split = splits[pid]
-    train, test = client_data(ds, split)
+    train, test = partitioning.client_data(ds, split)
     return _finish(cfg, train, test, split.role, pid, count)

@@ -17,6 +17,10 @@ import numpy as np
 
 from fedsense.config import DataConfig
 from fedsense.data.base import Dataset, DatasetError
+from fedsense.data.hapt import load_hapt
+from fedsense.data.npz import load_npz
+from fedsense.data.shifts import apply_shifts
+from fedsense.data.synthetic import make_synthetic
 from fedsense.registry import Registry
 
 LOADERS: Registry[Callable[[DataConfig, int], Dataset]] = Registry("data.kind")
@@ -31,21 +35,18 @@ def cache_dir(cfg: DataConfig) -> Path:
 
 @LOADERS.register("synthetic")
 def _synthetic(cfg: DataConfig, seed: int) -> Dataset:
-    from fedsense.data.synthetic import make_synthetic
 
     return make_synthetic(cfg.synthetic, seed)
 
 
 @LOADERS.register("hapt")
 def _hapt(cfg: DataConfig, seed: int) -> Dataset:
-    from fedsense.data.hapt import load_hapt
 
     return load_hapt(cfg.path or None, window=cfg.window, step=cfg.step, cache_dir=cache_dir(cfg))
 
 
 @LOADERS.register("npz")
 def _npz(cfg: DataConfig, seed: int) -> Dataset:
-    from fedsense.data.npz import load_npz
 
     if not cfg.path:
         raise DatasetError("data.path: required when data.kind is 'npz'")
@@ -85,7 +86,6 @@ def select_subjects(ds: Dataset, subjects: list[int]) -> Dataset:
 
 def build_dataset(cfg: DataConfig, seed: int) -> Dataset:
     """Load ``cfg.kind``, select modalities and apply device shifts (uncached)."""
-    from fedsense.data.shifts import apply_shifts
 
     ds = LOADERS[cfg.kind](cfg, seed)
     ds = select_modalities(ds, list(cfg.modalities))

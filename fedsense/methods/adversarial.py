@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from fedsense import protocol
+from fedsense.protocol import is_discriminator
 from fedsense.adaptation.discriminators import FUSED
 from fedsense.adaptation.schedules import dann_lambda
 from fedsense.adaptation.statistics import Stats, frechet_shift, from_wire, pool, privatize, shift_weights, to_wire
@@ -41,7 +42,6 @@ from fedsense.methods.base import (
     Result,
     ServerState,
     Step,
-    is_discriminator,
     is_norm_statistic,
     supervised_result,
 )
@@ -245,7 +245,7 @@ class AdversarialServer(ServerState):
         if self.adapt.alignment != "federated" or floor <= 0 or not self.initial:
             return replaced
         for b, loss in self._round.get("loss_domain", {}).items():
-            keys = [k for k in arrays if k.startswith(f"discriminators.{b}.") and k in self.initial]
+            keys = [k for k in arrays if k.startswith(f"{protocol.DISCRIMINATORS}{b}.") and k in self.initial]
             if loss < floor and keys:
                 replaced.update({k: self.initial[k].copy() for k in keys})
                 self.resets[b] = self.resets.get(b, 0) + 1

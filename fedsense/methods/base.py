@@ -16,24 +16,22 @@ from typing import Any, Literal
 
 import numpy as np
 
+from fedsense import protocol
 from fedsense.config import Config
 from fedsense.data.clients import ClientData
 from fedsense.engine import train_supervised
 from fedsense.models.net import MultimodalNet
+from fedsense.protocol import is_discriminator
 
 Records = dict[str, dict[str, np.ndarray]]  # record name -> array key -> array
 Branches = Literal["none", "fused", "all"]
 _STATS = ("running_mean", "running_var")
-DISCRIMINATORS = "discriminators."  # the state-dict prefix of every discriminator
 # A device keeps its method's own arrays (Step.state) beside its kept
 # parameters, under this prefix; among them, ADAPTED holds the inference
 # parameters it evaluated with last (what ``fedsense export --device`` exports).
 METHOD_STATE = "method/"
 ADAPTED = METHOD_STATE + "adapted/"
 
-
-def is_discriminator(key: str) -> bool:
-    return key.startswith(DISCRIMINATORS)
 
 
 def is_norm_statistic(key: str) -> bool:
@@ -168,7 +166,6 @@ class ServerState:
 
 
 def supervised_result(result: Mapping[str, Any]) -> Result:
-    from fedsense import protocol
 
     return Result({
         protocol.NUM_EXAMPLES: int(result["num_examples"]),

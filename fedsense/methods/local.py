@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from fedsense import protocol
+from fedsense.protocol import is_discriminator
 from fedsense.adaptation.calibration import Fit, RawStats, energy_scale, fit_candidates, pool_raw, raw_stats
 from fedsense.adaptation.classwise import Alignment, ClassStats, alignment_term, class_stats, pool_class_stats
 from fedsense.adaptation.discriminators import FUSED
@@ -55,7 +56,6 @@ from fedsense.methods.base import (
     Result,
     ServerState,
     Step,
-    is_discriminator,
     is_norm_affine,
     is_norm_statistic,
 )

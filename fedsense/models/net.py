@@ -159,7 +159,7 @@ def count_parameters(model: nn.Module) -> int:
     return sum(
         p.numel()
         for name, p in model.named_parameters()
-        if p.requires_grad and not name.startswith("discriminators.")
+        if p.requires_grad and not protocol.is_discriminator(name)
     )
 
 

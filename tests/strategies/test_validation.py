@@ -7,6 +7,7 @@ import pytest
 from flwr.app import Array, ArrayRecord
 
 from fedsense import protocol
+from strategies.intake import train_updates
 from strategies.validation import direction_cosines, malformed, screen
 from tests.strategies.test_fedsense_strategy import make, train_reply
 
@@ -179,8 +180,9 @@ def test_the_strategy_refuses_clients_whose_updates_point_away_on_average():
     for server_round, common in ((1, 0.2), (2, 0.2), (3, 0.0)):  # round 3: no shared direction left
         replies = [train_reply(node, r["w"], n=10) for node, r in enumerate(_noniid(rng, common=common), start=1)]
         s.stats.rejected = []
-        kept = s._refuse_bad_updates(server_round, replies)
-        assert [m.metadata.src_node_id for m in kept] == list(range(1, 9)), server_round
+        kept = train_updates(server_round, replies, {"w": np.zeros(20_000, np.float32)}, s.screening, s.stats,
+                             s.reputation)
+        assert [u.node for u in kept] == list(range(1, 9)), server_round
         assert all("points away from the other source updates" in r for r in s.stats.rejected)
     assert s.reputation["9"][1] == 3 and s.reputation["9"][0] < 0
     state, _ = s.snapshot()
