@@ -24,7 +24,7 @@ from common import REPO, machine, write_result
 
 import torch  # noqa: E402
 
-from fedsense.config import load  # noqa: E402
+from fedsense.configfile import load  # noqa: E402
 from fedsense.data.loaders import cached_dataset  # noqa: E402
 from fedsense.models import DataSpec, build_model, count_parameters  # noqa: E402
 

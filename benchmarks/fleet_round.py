@@ -186,7 +186,7 @@ def main() -> None:
         # The devices' files already hold the shifted windows; the simulation
         # reads the same files, so no shift is applied twice, and only the
         # target domains present are targets (as each device decides for itself).
-        from fedsense.config import load
+        from fedsense.configfile import load
 
         present = set(np.unique(ds.domain[np.isin(ds.subject, subjects)]).tolist())
         targets = [d for d in load(Path(args.config)).data.target_domains if d in present]

@@ -46,7 +46,7 @@ BASE = [
 
 def pure_compute(overrides: list[str]) -> dict[str, float]:
     """Seconds per part for one round of every client's work, one thread, no Flower."""
-    from fedsense.config import load
+    from fedsense.configfile import load
     from fedsense.data.clients import load_client_data, num_clients
     from fedsense.engine import evaluate, train_supervised
     from fedsense.models import DataSpec, build_run_model
@@ -93,7 +93,7 @@ def serialisation_seconds(overrides: list[str], repeats: int = 20) -> float:
     (how Ray moves them) and back, in seconds."""
     from flwr.app import Array, ArrayRecord, RecordDict
 
-    from fedsense.config import load
+    from fedsense.configfile import load
     from fedsense.models import DataSpec, build_run_model
     from fedsense.params import shared_arrays, sharing_of
 

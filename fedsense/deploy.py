@@ -20,7 +20,8 @@ from torch import Tensor, nn
 
 from fedsense import protocol
 from fedsense.methods import METHODS
-from fedsense.config import Config, ConfigError, load
+from fedsense.config import Config, ConfigError
+from fedsense.configfile import load
 from fedsense.data.base import Dataset
 from fedsense.data.clients import ClientData, load_client_data, num_clients
 from fedsense.devicestate import load_local

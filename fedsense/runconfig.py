@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from fedsense import config as config_mod
+from fedsense import configfile as config_mod
 from fedsense import protocol
 from fedsense.config import Config, ConfigError
 

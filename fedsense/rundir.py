@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from fedsense.board import final_metrics, hparams_of, layout, scalar_tags
-from fedsense.config import Config, ConfigError, dump, to_dict
+from fedsense.config import Config, ConfigError, to_dict
+from fedsense.configfile import dump
 from fedsense.fileio import atomic_write, atomic_write_bytes, private_dir
 
 

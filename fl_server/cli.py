@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from fedsense import config as config_mod
+from fedsense import configfile as config_mod
 from fedsense.config import Config, ConfigError
 from fedsense.data.base import DatasetError
 from fedsense.fileio import private_dir

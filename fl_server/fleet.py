@@ -415,7 +415,7 @@ def run(
     """Run an experiment on the fleet; returns its run directory once the run
     completed (:class:`launcher.RunFailed` otherwise). ``on_poll_factory(run_dir,
     rounds)`` makes what is called while waiting (the CLI prints progress)."""
-    from fedsense import config as config_mod
+    from fedsense import configfile as config_mod
     from fedsense.rundir import new_run_dir
 
     fleet = Fleet.load(directory)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from fedsense import config as config_mod
+from fedsense import configfile
 
 REPO = Path(__file__).resolve().parent.parent
 SYNTHETIC = REPO / "configs" / "synthetic.yaml"
@@ -28,7 +29,7 @@ def processes_with_home(home: Path, below: bool = False) -> list[int]:
 
 @pytest.fixture
 def synthetic_cfg(tmp_path: Path) -> config_mod.Config:
-    return config_mod.load(SYNTHETIC, [f"data.cache_dir={tmp_path / 'cache'}"])
+    return configfile.load(SYNTHETIC, [f"data.cache_dir={tmp_path / 'cache'}"])
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +40,7 @@ def hapt_model(tmp_path_factory):
     from fedsense.engine import train_supervised
     from fedsense.models import DataSpec, build_run_model
 
-    cfg = config_mod.load(REPO / "configs" / "default.yaml", ["adapt.method=none"])
+    cfg = configfile.load(REPO / "configs" / "default.yaml", ["adapt.method=none"])
     runs = RunModels(tmp_path_factory.mktemp("data"), cfg, {}, per_device=False)
     model = build_run_model(DataSpec(runs.client_data(0).train.shapes(), num_classes=6), cfg)
     for pid in range(0, 24, 3):
@@ -61,9 +62,9 @@ def write_hapt_run(path: Path, model, method: str):
     from fedsense.devicestate import save_local
     from fedsense.params import local_arrays, shared_arrays, sharing_of
 
-    cfg = config_mod.load(REPO / "configs" / "default.yaml", [f"adapt.method={method}"])
+    cfg = configfile.load(REPO / "configs" / "default.yaml", [f"adapt.method={method}"])
     path.mkdir(parents=True)
-    (path / "config.yaml").write_text(config_mod.dump(cfg))
+    (path / "config.yaml").write_text(configfile.dump(cfg))
     sharing = sharing_of(cfg)
     (path / "checkpoints").mkdir()
     np.savez(path / "checkpoints" / "latest.npz", **shared_arrays(model, sharing))

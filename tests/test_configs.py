@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fedsense.config import load
+from fedsense.configfile import load
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))

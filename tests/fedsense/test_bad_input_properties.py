@@ -11,7 +11,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fedsense.config import ConfigError, from_dict, to_dict
+from fedsense.config import ConfigError, to_dict
+from fedsense.configfile import from_dict
 from fedsense.data.base import DatasetError
 from fedsense.data.npz import load_npz
 
@@ -46,7 +47,7 @@ def test_any_yaml_text_gives_a_config_or_a_config_error(text):
         path = Path(tmp) / "c.yaml"
         path.write_text(text)
         try:
-            from fedsense.config import load
+            from fedsense.configfile import load
 
             load(path)
         except ConfigError as err:

@@ -10,7 +10,7 @@ import pytest
 
 from fedsense import centralized, engine
 from fedsense.centralized import concat, run_centralized
-from fedsense.config import load
+from fedsense.configfile import load
 from fedsense.data.base import Dataset
 from fedsense.models import DataSpec, build_model, count_parameters
 from fedsense.rundir import RunDir, read_metrics

@@ -8,16 +8,9 @@ from pathlib import Path
 import pytest
 
 from fedsense import config as config_mod
-from fedsense.config import (
-    Config,
-    ConfigError,
-    ShiftConfig,
-    dump,
-    from_dict,
-    load,
-    parse_override,
-    split_overrides,
-)
+from fedsense import configfile
+from fedsense.config import Config, ConfigError, ShiftConfig
+from fedsense.configfile import dump, from_dict, load, parse_override, split_overrides
 
 REPO = Path(__file__).resolve().parents[2]
 SYNTHETIC = REPO / "configs" / "synthetic.yaml"
@@ -370,7 +363,8 @@ def test_dump_covers_every_section() -> None:
 
 
 def test_fed_aggregation_names_and_bounds_are_checked():
-    from fedsense.config import ConfigError, load
+    from fedsense.config import ConfigError
+    from fedsense.configfile import load
     from tests.conftest import SYNTHETIC
 
     assert load(SYNTHETIC, ["fed.aggregation=krum", "fed.byzantine=2"]).fed.aggregation == "krum"
@@ -381,11 +375,11 @@ def test_fed_aggregation_names_and_bounds_are_checked():
 
 
 def test_update_encoding_is_checked_against_the_codecs() -> None:
-    assert config_mod.from_dict({}, ["fed.update_encoding=int8"]).fed.update_encoding == "int8"
+    assert configfile.from_dict({}, ["fed.update_encoding=int8"]).fed.update_encoding == "int8"
     with pytest.raises(ConfigError, match=r"fed.update_encoding: unknown 'int4' \(valid: float32, float16, int8\)"):
-        config_mod.from_dict({}, ["fed.update_encoding=int4"])
+        configfile.from_dict({}, ["fed.update_encoding=int4"])
 
 
 def test_differential_privacy_refuses_compressed_updates() -> None:
     with pytest.raises(ConfigError, match="privacy.dp: needs fed.update_encoding 'float32'"):
-        config_mod.from_dict({}, ["privacy.dp=true", "fed.update_encoding=float16"])
+        configfile.from_dict({}, ["privacy.dp=true", "fed.update_encoding=float16"])

@@ -51,7 +51,7 @@ def test_distillation_gives_a_device_without_its_gyroscope_a_better_model():
     """The default HAPT model trained on three real users for two epochs, with
     and without distilling into its one-sensor paths, evaluated on two other
     users' held-out windows with the gyroscope missing."""
-    from fedsense import config as config_mod
+    from fedsense import configfile as config_mod
     from fedsense.deploy import RunModels
     from fedsense.metrics import macro_f1
     from fedsense.models import build_run_model

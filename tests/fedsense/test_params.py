@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from fedsense.config import Config, ModelConfig, from_dict
+from fedsense.config import Config, ModelConfig
+from fedsense.configfile import from_dict
 from fedsense.methods import METHODS
 from fedsense.models import DataSpec, build_model
 from fedsense.params import Sharing, load_arrays, local_arrays, shared_arrays, shared_keys

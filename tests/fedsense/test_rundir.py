@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from fedsense.config import Config, from_dict, load
+from fedsense.config import Config
+from fedsense.configfile import from_dict, load
 from fedsense.rundir import RunDir, build_summary, read_metrics
 
 CFG = from_dict(None, ["adapt.method=none", "fed.rounds=2", "seed=5", "output.name=t"])

@@ -188,7 +188,7 @@ def test_a_device_logs_each_message_with_its_process_start_up_cost(tmp_path, mod
 
 
 def load_cfg():
-    from fedsense.config import load
+    from fedsense.configfile import load
 
     return load(SYNTHETIC)
 
@@ -306,7 +306,7 @@ def test_a_device_without_a_modality_trains_and_evaluates(tmp_path, model_cfg, m
 
     model = build_model(DataSpec({"acc": (3, 64), "gyro": (3, 64)}, num_classes=4), model_cfg, seed=0,
                         adversarial=METHODS[method].branches)
-    from fedsense.config import load
+    from fedsense.configfile import load
 
     cfg = load(SYNTHETIC, [f"adapt.method={method}", "adapt.alignment=federated"])
     start = shared_arrays(model, Sharing(METHODS[method], cfg))

@@ -53,7 +53,7 @@ def replies(tmp_path: Path, method: tuple[str, str, str], windows: int, encoding
     name, alignment, weights = method
     overrides = (f"adapt.method={name}\nadapt.alignment={alignment}\nadapt.branch_weights={weights}\n"
                  f"data.synthetic.windows_per_class={windows}\nadapt.stats_min_count=8")
-    from fedsense.config import from_dict
+    from fedsense.configfile import from_dict
     from fedsense.models import DataSpec, build_run_model
     from fedsense.params import shared_arrays, sharing_of
 
@@ -123,7 +123,7 @@ def test_scrambling_target_labels_changes_no_trained_weight(tmp_path, monkeypatc
     from fedsense.data import partition
     from dataclasses import replace
 
-    from fedsense import config as config_mod
+    from fedsense import configfile as config_mod
     from fedsense.data.loaders import build_dataset
     from fedsense.data.npz import save_npz
     from tests.conftest import SYNTHETIC
@@ -138,7 +138,7 @@ def test_scrambling_target_labels_changes_no_trained_weight(tmp_path, monkeypatc
     true_split = partition.split_indices(target.y, cfg.data.test_fraction)
     monkeypatch.setattr(partition, "split_indices", lambda y, f: true_split)
 
-    from fedsense.config import from_dict
+    from fedsense.configfile import from_dict
     from fedsense.models import DataSpec, build_run_model
     from fedsense.adaptation.statistics import to_wire
     from fedsense.adaptation.training import embedding_stats
@@ -179,8 +179,8 @@ def test_scrambling_target_labels_changes_nothing_m3bat_local_adapts(tmp_path, m
     may differ."""
     from dataclasses import replace
 
-    from fedsense import config as config_mod
-    from fedsense.config import from_dict
+    from fedsense import configfile as config_mod
+    from fedsense.configfile import from_dict
     from fedsense.data import partition
     from fedsense.data.loaders import build_dataset
     from fedsense.data.npz import save_npz

@@ -71,7 +71,7 @@ def test_no_run_writes_a_partial_page_and_starts_nothing(tmp_path, monkeypatch):
 
 
 def test_every_scenario_has_every_arm_and_loads():
-    from fedsense.config import load
+    from fedsense.configfile import load
 
     for scenario in results.SCENARIO_ORDER:
         arms = results.arms_of(scenario)

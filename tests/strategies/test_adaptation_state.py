@@ -9,7 +9,7 @@ import pytest
 from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
 
 from fedsense import protocol
-from fedsense.config import from_dict
+from fedsense.configfile import from_dict
 from fedsense.methods import METHODS
 from tests.strategies.test_fedsense_strategy import _meta, make
 

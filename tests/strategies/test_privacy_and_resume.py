@@ -14,7 +14,8 @@ from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 from fedsense import protocol
 from fedsense.methods import METHODS, Reply
 from fedsense.adaptation.statistics import Stats, to_wire
-from fedsense.config import ConfigError, PrivacyConfig, from_dict
+from fedsense.config import ConfigError, PrivacyConfig
+from fedsense.configfile import from_dict
 from fedsense.privacy import epsilon
 from tests.strategies.test_fedsense_strategy import eval_reply, make, train_reply
 

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from fedsense import protocol
-from fedsense.config import from_dict
+from fedsense.configfile import from_dict
 from fedsense.methods import METHODS
 from strategies.roster import Declared, Roster
 from tests.strategies.test_fedsense_strategy import eval_reply, make, train_reply

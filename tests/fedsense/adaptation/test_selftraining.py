@@ -75,7 +75,7 @@ def test_batched_candidate_scores_equal_one_by_one_scores(trained):
 def hapt_sources():
     """A model with a calibration trained centrally on twelve real HAPT
     source users (4 epochs, ~20 s), and those users' training windows."""
-    from fedsense import config as config_mod
+    from fedsense import configfile as config_mod
     from fedsense.centralized import concat
     from fedsense.data.clients import load_client_data
     from tests.conftest import REPO
@@ -94,7 +94,7 @@ def test_fit_and_choice_undo_turned_phones_without_labels(hapt_sources):
     likelihood fits on each user's unlabeled windows and the
     information-maximisation choice bring macro-F1 (confusions summed over
     the users) back near the unturned users'; no target label is read."""
-    from fedsense import config as config_mod
+    from fedsense import configfile as config_mod
     from fedsense.adaptation.calibration import fit_candidates, pool_raw, raw_stats
     from fedsense.data.clients import load_client_data
     from tests.conftest import REPO

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from fedsense import protocol
-from fedsense.config import Config, load
+from fedsense.config import Config
+from fedsense.configfile import load
 from fedsense.data.base import DatasetError
 from fedsense.data.clients import hide_labels, load_client_data, num_clients
 from fedsense.data.npz import save_npz

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedsense import config as config_mod
+from fedsense import configfile as config_mod
 from fedsense.config import ConfigError
 from fedsense.data.base import Dataset, DatasetError
 from fedsense.data.clients import load_client_data

@@ -10,7 +10,7 @@ import pytest
 from fedsense import protocol
 from fedsense.adaptation.schedules import reversal_coefficient
 from fedsense.adaptation.statistics import Stats, to_wire
-from fedsense.config import from_dict
+from fedsense.configfile import from_dict
 from fedsense.methods import METHODS, Reply
 from fedsense.methods.adversarial import domain_balanced, warmup_rounds
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fedsense import protocol
-from fedsense.config import load
+from fedsense.configfile import load
 from fedsense.data.clients import load_client_data
 from fedsense.methods import METHODS, Method, Reply, Step
 from fedsense.methods.base import ServerState
