@@ -77,7 +77,7 @@ class ProcessWatch(threading.Thread):
         self.stop = threading.Event()
 
     def run(self) -> None:
-        from fl_server.processes import descendants
+        from fedsense_tools.processes import descendants
 
         me = os.getpid()
         while not self.stop.is_set():

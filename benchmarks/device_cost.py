@@ -49,7 +49,7 @@ def speed(model: torch.nn.Module, spec: DataSpec, threads: int, batch: int, repe
 
 def bytes_per_client(config: Path) -> dict:
     from fedsense.rundir import read_metrics
-    from fl_server.cli import run_experiment
+    from fedsense_tools.experiment import run_experiment
 
     with tempfile.TemporaryDirectory(prefix="fedsense-bench-") as tmp:
         run_dir = run_experiment(config, ["fed.rounds=2"], out=str(Path(tmp) / "run"))

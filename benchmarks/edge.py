@@ -42,7 +42,7 @@ RUNS = {
 
 
 def federation(out: Path, name: str, reuse: bool) -> Path:
-    from fl_server.cli import run_experiment
+    from fedsense_tools.experiment import run_experiment
 
     run_dir = out / name
     summary = run_dir / "summary.json"

@@ -35,9 +35,9 @@ from pathlib import Path
 from common import REPO, machine, write_result
 
 from fedsense.rundir import read_metrics  # noqa: E402
-from fl_server import fleet  # noqa: E402
-from fl_server.cli import convert, run_experiment  # noqa: E402
-from fl_server.processes import descendants  # noqa: E402
+from fedsense_tools import fleet  # noqa: E402
+from fedsense_tools.experiment import convert, run_experiment  # noqa: E402
+from fedsense_tools.processes import descendants  # noqa: E402
 
 IMPORTS = ["flwr.clientapp", "torch", "fl_client.client_app"]
 # what fl_client.client_app logs on a device for every message

@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--sampled", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    from fl_server.cli import run_experiment
+    from fedsense_tools.experiment import run_experiment
 
     result: dict = {"benchmark": "fleet_size", "machine": machine(), "sampled_per_round": args.sampled,
                     "rounds": args.rounds, "runs": []}

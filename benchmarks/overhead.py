@@ -112,7 +112,7 @@ def serialisation_seconds(overrides: list[str], repeats: int = 20) -> float:
 
 def federated(overrides: list[str], out: Path) -> dict:
     from fedsense.rundir import read_metrics
-    from fl_server.cli import run_experiment
+    from fedsense_tools.experiment import run_experiment
 
     watch = ProcessWatch()
     watch.start()

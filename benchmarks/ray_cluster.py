@@ -26,8 +26,8 @@ from pathlib import Path
 
 from common import REPO, TICK, machine, write_result
 
-from fl_server import launcher  # noqa: E402
-from fl_server.processes import alive, identity, processes_with_env, stop_tree  # noqa: E402
+from fedsense_tools import launcher  # noqa: E402
+from fedsense_tools.processes import alive, identity, processes_with_env, stop_tree  # noqa: E402
 
 MARKER = "FEDSENSE_RAY_NODE"
 SYNTHETIC = REPO / "configs" / "synthetic.yaml"
@@ -82,7 +82,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    from fl_server.cli import run_experiment
+    from fedsense_tools.experiment import run_experiment
 
     run_id = uuid.uuid4().hex[:8]
     result: dict = {"benchmark": "ray_cluster", "machine": machine(), "rounds": args.rounds}

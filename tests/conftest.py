@@ -21,7 +21,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 def processes_with_home(home: Path, below: bool = False) -> list[int]:
     """Pids whose environment names ``home`` (or, with ``below``, any folder
     under it) as FLWR_HOME: everything a run or fleet started, children included."""
-    from fl_server.processes import processes_with_env
+    from fedsense_tools.processes import processes_with_env
 
     return [pid for pid, value in processes_with_env("FLWR_HOME").items()
             if value == str(home) or (below and value.startswith(f"{home}/"))]

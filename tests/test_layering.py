@@ -1,7 +1,8 @@
 """The layering the design promises, read from the source (no import runs):
 the core never imports Flower or an upper package; the ClientApp and the
 server side never import each other; the apps that run inside Flower never
-reach the operator's tooling; no module-level import cycle."""
+reach the operator's tooling (``fedsense_tools``), which is not in the app
+bundle either; no module-level import cycle."""
 
 from __future__ import annotations
 
@@ -12,9 +13,7 @@ import pytest
 
 from tests.conftest import REPO
 
-PACKAGES = ("fedsense", "fl_client", "fl_server", "strategies")
-TOOLING = {"fl_server.cli", "fl_server.fleet", "fl_server.launcher", "fl_server.results", "fl_server.pki",
-           "fl_server.processes", "fl_server.watchdog"}  # the operator's side: never inside a Flower app
+PACKAGES = ("fedsense", "fl_client", "fl_server", "strategies", "fedsense_tools")
 APPS = ("fl_client.client_app", "fl_server.server_app")
 
 
@@ -28,6 +27,7 @@ def _modules() -> dict[str, Path]:
 
 
 MODULES = _modules()
+TOOLING = {m for m in MODULES if m.split(".")[0] == "fedsense_tools"}  # the operator's side
 
 
 def _typing_only(node: ast.stmt) -> bool:
@@ -63,15 +63,15 @@ def _project(imported: set[str]) -> set[str]:
 @pytest.mark.parametrize("name", sorted(m for m in MODULES if m.split(".")[0] == "fedsense"))
 def test_the_core_imports_no_flower_and_no_upper_package(name):
     bad = {m for m in _imports(name, top_level_only=False)
-           if m.split(".")[0] in ("flwr", "fl_client", "fl_server", "strategies", "benchmarks")}
+           if m.split(".")[0] in ("flwr", "fl_client", "fl_server", "strategies", "fedsense_tools", "benchmarks")}
     assert not bad, f"{name} imports {sorted(bad)}"
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_client_and_server_never_import_each_other(name):
     top = name.split(".")[0]
-    forbidden = {"fl_client": ("fl_server", "strategies"), "fl_server": ("fl_client",),
-                 "strategies": ("fl_client", "fl_server")}.get(top, ())
+    forbidden = {"fl_client": ("fl_server", "strategies", "fedsense_tools"), "fl_server": ("fl_client", "fedsense_tools"),
+                 "strategies": ("fl_client", "fl_server", "fedsense_tools")}.get(top, ())
     bad = {m for m in _imports(name, top_level_only=False) if m.split(".")[0] in forbidden}
     assert not bad, f"{name} imports {sorted(bad)}"
 
@@ -90,6 +90,13 @@ def _closure(start: str) -> set[str]:
 @pytest.mark.parametrize("app", APPS)
 def test_the_flower_apps_never_reach_the_operators_tooling(app):
     assert not _closure(app) & TOOLING, sorted(_closure(app) & TOOLING)
+
+
+def test_the_app_bundle_devices_receive_holds_no_tooling():
+    """``flwr run`` ships the files pyproject's fab-include lists to every node."""
+    text = (REPO / "pyproject.toml").read_text()
+    assert "fl_client/**/*.py" in text and "fl_server/**/*.py" in text
+    assert "fedsense_tools" not in text.split("fab-include", 1)[1].split("]", 1)[0]
 
 
 def test_no_module_level_import_cycle():

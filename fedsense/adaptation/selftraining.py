@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fedsense.adaptation.calibration import Calibration, Fit, polar, signed_permutations
+from fedsense.adaptation.calibration import Fit, polar, signed_permutations
 from fedsense.data.base import Dataset
 from fedsense.engine import as_tensors, masks
 from fedsense.models.net import MultimodalNet, NetOutput

@@ -9,7 +9,7 @@ import json
 import numpy as np
 
 from fedsense.rundir import read_metrics
-from fl_server.cli import run_experiment
+from fedsense_tools.experiment import run_experiment
 from tests.conftest import SYNTHETIC
 
 

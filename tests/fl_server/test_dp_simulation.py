@@ -10,7 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from fedsense.privacy import epsilon
 from fedsense.rundir import read_metrics
-from fl_server.cli import run_experiment
+from fedsense_tools.experiment import run_experiment
 from tests.conftest import SYNTHETIC
 
 

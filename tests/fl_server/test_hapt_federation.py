@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fl_server.cli import run_experiment
+from fedsense_tools.experiment import run_experiment
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,7 @@ import json
 
 from fedsense.data.missing import devices_without
 from fedsense.rundir import read_metrics
-from fl_server.cli import run_experiment
+from fedsense_tools.experiment import run_experiment
 from tests.conftest import SYNTHETIC
 
 

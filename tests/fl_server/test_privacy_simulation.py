@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from fl_server.cli import run_experiment
+from fedsense_tools.experiment import run_experiment
 from tests.conftest import SYNTHETIC
 from tests.fl_client.test_message_privacy import allowed_fields
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from fedsense.rundir import read_metrics
-from fl_server.cli import run_experiment
+from fedsense_tools.experiment import run_experiment
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT = REPO / "configs" / "default.yaml"

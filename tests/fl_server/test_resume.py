@@ -6,8 +6,6 @@ TensorBoard's view."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,7 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from fedsense.config import ConfigError
 from fedsense.rundir import read_metrics
-from fl_server.cli import resume_experiment, run_experiment
+from fedsense_tools.experiment import resume_experiment, run_experiment
 from tests.conftest import SYNTHETIC, processes_with_home
 
 ROUNDS = 4

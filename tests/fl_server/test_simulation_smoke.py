@@ -12,8 +12,8 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from fedsense.rundir import read_metrics
-from fl_server import launcher
-from fl_server.cli import convert, run_experiment
+from fedsense_tools import launcher
+from fedsense_tools.experiment import convert, run_experiment
 from tests.conftest import SYNTHETIC, processes_with_home
 
 
@@ -149,7 +149,7 @@ def test_a_failed_run_is_reported_as_failed(tmp_path: Path):
 def test_plot_and_compare_on_real_run_directories(smoke_run: Path, tmp_path: Path, capsys):
     from PIL import Image
 
-    from fl_server.cli import main
+    from fedsense_tools.cli import main
 
     central = run_experiment(SYNTHETIC, ["fed.mode=centralized", "fed.rounds=2", f"data.cache_dir={tmp_path / 'c'}"],
                              out=str(tmp_path / "central"))

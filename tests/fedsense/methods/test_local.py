@@ -7,7 +7,6 @@ import copy
 import json
 
 import numpy as np
-import pytest
 import torch
 
 from fedsense import protocol
@@ -16,7 +15,7 @@ from fedsense.data.clients import load_client_data
 from fedsense.methods import METHODS, Method, Reply, Step
 from fedsense.methods.base import ServerState
 from fedsense.models import DataSpec, build_run_model
-from fedsense.params import load_arrays, shared_arrays, sharing_of
+from fedsense.params import shared_arrays, sharing_of
 from tests.conftest import SYNTHETIC
 
 

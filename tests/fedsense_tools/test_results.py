@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from fl_server import results
+from fedsense_tools import results
 
 
 def write(root, scenario, arm, seed, f1, cpu=None):
@@ -24,12 +24,10 @@ def test_regenerate_renders_every_arm_the_overview_the_ablation_and_the_comparis
         for arm, f1 in scores.items():
             for seed in (0, 1):
                 write(tmp_path / "runs", scenario, arm, seed, f1 + 0.01 * seed, cpu=1.5)
-    import fl_server.cli as cli
-
     def no_run(*args, **kwargs):
         raise AssertionError("a completed run was run again")
 
-    monkeypatch.setattr(cli, "run_experiment", no_run)
+    monkeypatch.setattr(results, "run_experiment", no_run)
     doc = results.regenerate(["cross_device", "mirror"], list(scores), [0, 1], tmp_path / "runs",
                              tmp_path / "r.md", reuse=True)
     text = doc.read_text()
@@ -56,9 +54,8 @@ def test_comparisons_use_only_seeds_both_arms_have_and_report_losses():
 
 
 def test_no_run_writes_a_partial_page_and_starts_nothing(tmp_path, monkeypatch):
-    import fl_server.cli as cli
 
-    monkeypatch.setattr(cli, "run_experiment", lambda *a, **k: (_ for _ in ()).throw(AssertionError("ran")))
+    monkeypatch.setattr(results, "run_experiment", lambda *a, **k: (_ for _ in ()).throw(AssertionError("ran")))
     write(tmp_path / "runs", "cross_device", "source_only", 0, 0.4)
     write(tmp_path / "runs", "cross_device", "source_only", 1, 0.5)
     doc = results.regenerate(["cross_device"], ["source_only", "dann"], [0, 1, 2], tmp_path / "runs",

@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fl_server.processes import identity, processes_with_env, stop_tree
+from fedsense_tools.processes import identity, processes_with_env, stop_tree
 
 if TYPE_CHECKING:
-    from fl_server.pki import ServerPki
+    from fedsense_tools.pki import ServerPki
 
 log = logging.getLogger("fedsense.launcher")
 
@@ -200,7 +200,7 @@ class SuperLink:
 
 
 def _start_watchdog(superlink_pid: int, home: Path, ray_tmp: Path) -> subprocess.Popen | None:
-    """``fl_server.watchdog`` for this command and its SuperLink, in a session
+    """``fedsense_tools.watchdog`` for this command and its SuperLink, in a session
     of its own; without FLWR_HOME, so it never counts as one of the run's
     processes."""
     me, link = identity(os.getpid()), identity(superlink_pid)
@@ -208,7 +208,7 @@ def _start_watchdog(superlink_pid: int, home: Path, ray_tmp: Path) -> subprocess
         return None
     env = {k: v for k, v in os.environ.items() if k != "FLWR_HOME"}
     return subprocess.Popen(
-        [sys.executable, "-m", "fl_server.watchdog", str(me[0]), me[1], str(link[0]), link[1], str(home),
+        [sys.executable, "-m", "fedsense_tools.watchdog", str(me[0]), me[1], str(link[0]), link[1], str(home),
          str(ray_tmp)],
         env=env, cwd=str(APP_DIR), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,

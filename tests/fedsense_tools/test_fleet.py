@@ -15,11 +15,11 @@ from fedsense import protocol
 from fedsense.config import ConfigError
 from fedsense.data.base import DatasetError
 from fedsense.data.npz import load_npz, save_npz
-from fl_server import fleet
-from fl_server.cli import main
-from fl_server.launcher import superlink_command
-from fl_server.pki import make_server_pki
-from fl_server.processes import alive, identity
+from fedsense_tools import fleet
+from fedsense_tools.cli import main
+from fedsense_tools.launcher import superlink_command
+from fedsense_tools.pki import make_server_pki
+from fedsense_tools.processes import alive, identity
 from tests.conftest import SYNTHETIC
 
 

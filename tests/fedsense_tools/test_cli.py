@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fedsense.data.npz import load_npz
-from fl_server.cli import main
+from fedsense_tools.cli import main
 from tests.conftest import SYNTHETIC, write_hapt_run
 
 
@@ -75,7 +75,8 @@ def test_an_existing_run_is_never_overwritten(tmp_path, capsys):
 
 
 def test_plot_and_compare_name_what_is_not_a_run_directory(tmp_path, capsys):
-    from fl_server.cli import main, run_labels
+    from fedsense_tools.cli import main
+    from fedsense_tools.commands import run_labels
 
     assert main(["compare", str(tmp_path / "nope")]) == 2
     assert "not a run directory" in capsys.readouterr().err
@@ -138,7 +139,7 @@ def test_version(capsys):
 
 def test_results_without_runs_never_replaces_a_fuller_page(tmp_path, capsys):
     page = tmp_path / "results.md"
-    from fl_server.results import RUNS_MARK
+    from fedsense_tools.results import RUNS_MARK
 
     page.write_text(f"# Results\n{RUNS_MARK}12 -->\nthe tables of twelve runs\n")
     before = page.read_bytes()

@@ -33,12 +33,15 @@ from pathlib import Path
 
 import numpy as np
 
+from fedsense import configfile as config_mod
 from fedsense import protocol
 from fedsense.config import ConfigError
 from fedsense.data.base import DatasetError
-from fl_server import launcher
-from fl_server.pki import DeviceKey, ServerPki, make_device_key, make_server_pki
-from fl_server.processes import alive, identity, stop_tree
+from fedsense.data.npz import load_npz, save_npz
+from fedsense.rundir import new_run_dir
+from fedsense_tools import launcher
+from fedsense_tools.pki import DeviceKey, ServerPki, make_device_key, make_server_pki
+from fedsense_tools.processes import alive, identity, stop_tree
 
 log = logging.getLogger("fedsense.fleet")
 
@@ -116,7 +119,6 @@ def split_devices(data: Path, out: Path, devices: int | None, subjects: list[int
     """One npz per chosen subject: ``subjects`` as given, else the first
     ``devices`` subjects in ascending order. Returns ``(subject, path)`` pairs,
     device ``i`` being the ``i``-th pair."""
-    from fedsense.data.npz import load_npz, save_npz
 
     ds = load_npz(data)
     present = [int(s) for s in ds.subjects()]
@@ -415,8 +417,6 @@ def run(
     """Run an experiment on the fleet; returns its run directory once the run
     completed (:class:`launcher.RunFailed` otherwise). ``on_poll_factory(run_dir,
     rounds)`` makes what is called while waiting (the CLI prints progress)."""
-    from fedsense import configfile as config_mod
-    from fedsense.rundir import new_run_dir
 
     fleet = Fleet.load(directory)
     if "superlink" not in fleet.running():

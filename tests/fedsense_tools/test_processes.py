@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import time
 
-from fl_server.processes import identity, alive, descendants, stop_tree
+from fedsense_tools.processes import identity, alive, descendants, stop_tree
 
 
 def test_stop_tree_stops_the_process_and_its_descendants():
@@ -54,7 +54,7 @@ def test_a_recorded_start_time_that_no_longer_matches_stops_nothing():
 def test_processes_are_found_by_an_environment_marker_their_children_inherit():
     import os
 
-    from fl_server.processes import processes_with_env
+    from fedsense_tools.processes import processes_with_env
 
     env = {**os.environ, "FEDSENSE_TEST_MARK": "run-42"}
     proc = subprocess.Popen(["bash", "-c", "sleep 60 & wait"], env=env)

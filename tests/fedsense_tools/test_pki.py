@@ -9,7 +9,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 
-from fl_server.pki import make_device_key, make_server_pki
+from fedsense_tools.pki import make_device_key, make_server_pki
 
 
 def test_server_certificate_is_signed_by_the_ca_for_local_names(tmp_path):

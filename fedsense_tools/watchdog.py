@@ -9,7 +9,7 @@ polls the command by pid and start time and, when it has ended for any
 reason, stops the SuperLink's process tree and every straggler carrying the
 run's ``FLWR_HOME``, and removes the run's private Ray directory.
 
-    python -m fl_server.watchdog PID START SUPERLINK_PID SUPERLINK_START FLWR_HOME RAY_TMPDIR
+    python -m fedsense_tools.watchdog PID START SUPERLINK_PID SUPERLINK_START FLWR_HOME RAY_TMPDIR
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from fl_server.launcher import stop_stragglers
-from fl_server.processes import alive, stop_tree
+from fedsense_tools.launcher import stop_stragglers
+from fedsense_tools.processes import alive, stop_tree
 
 
 def watch(command: tuple[int, str], superlink: tuple[int, str], home: Path, ray_tmp: Path,

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 
 from fedsense.report import arm_table, fmt, mean_std
+from fedsense_tools.experiment import run_experiment
+from fedsense_tools.launcher import RunFailed
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "configs" / "experiments"
 # Table order: baselines, the methods, the default and its ablations, upper bounds, ceilings.
@@ -59,8 +61,6 @@ def arms_of(scenario: str) -> list[str]:
 def run_arm(scenario: str, arm: str, seed: int, out: Path, reuse: bool, run: bool = True) -> dict[str, Any]:
     """One run's summary (fresh, or reused when asked and complete). With
     ``run=False`` nothing starts: a run not completed yet is ``missing``."""
-    from fl_server.cli import run_experiment
-    from fl_server.launcher import RunFailed
 
     run_dir = out / scenario / arm / f"seed-{seed}"
     summary_path = run_dir / "summary.json"

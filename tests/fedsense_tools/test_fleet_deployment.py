@@ -25,10 +25,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from fedsense.data.npz import load_npz, save_npz
 from fedsense.rundir import read_metrics
-from fl_server import fleet
-from fl_server.cli import convert, run_experiment
-from fl_server.pki import make_device_key
-from fl_server.processes import alive, descendants, stop_tree
+from fedsense_tools import fleet
+from fedsense_tools.experiment import convert, run_experiment
+from fedsense_tools.pki import make_device_key
+from fedsense_tools.processes import alive, descendants, stop_tree
 from tests.conftest import SYNTHETIC, processes_with_home
 
 pytestmark = pytest.mark.fleet

@@ -1,0 +1,226 @@
+"""The experiment API: run one experiment end to end (Flower's simulation
+engine on a SuperLink of its own, or centralized training), resume one,
+run it over seeds, convert its data. ``fedsense run`` and ``fedsense
+results``, the benchmarks and the tests call these.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from fedsense import configfile as config_mod
+from fedsense.centralized import run_centralized
+from fedsense.checkpoint import load_resume
+from fedsense.config import Config, ConfigError
+from fedsense.data.clients import num_clients
+from fedsense.data.loaders import build_dataset
+from fedsense.data.npz import save_npz
+from fedsense.fileio import private_dir
+from fedsense.report import dotted, mean_std
+from fedsense.rundir import RunDir, new_run_dir, resolve_run_dir
+from fedsense_tools import launcher
+from fedsense_tools.processes import processes_with_env
+
+
+def _absolute_overrides(cfg: Config, out: Path) -> list[str]:
+    """Overrides that pin every path to an absolute one: the ServerApp and
+    ClientApps run in other processes with other working directories."""
+    pins = [f"output.dir={out}"]
+    if cfg.data.path:
+        pins.append(f"data.path={Path(cfg.data.path).expanduser().resolve()}")
+    if cfg.data.cache_dir:
+        pins.append(f"data.cache_dir={Path(cfg.data.cache_dir).expanduser().resolve()}")
+    return pins
+
+
+def _replied(rec: dict) -> str:
+    """`` 2/3 replied`` when some sampled client did not reply usefully, else nothing."""
+    clients = rec.get("clients", {})
+    if clients.get("replied", 0) == clients.get("sampled", 0):
+        return ""
+    return f"  {clients['replied']}/{clients['sampled']} replied"
+
+
+class Progress:
+    """Prints each new line of a run's metrics.jsonl as a one-line round report
+    (rounds up to ``done``, completed before a resume, are not repeated)."""
+
+    def __init__(self, run_dir: Path, rounds: int, done: int = 0) -> None:
+        self.path = run_dir / "metrics.jsonl"
+        self.rounds = rounds
+        self.done = done
+        self.seen = 0
+        self.started = time.time()
+
+    def __call__(self) -> None:
+        if not self.path.exists():
+            return
+        lines = [ln for ln in self.path.read_text().splitlines() if ln.strip()]
+        for line in lines[self.seen :]:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:  # being written: read it next time
+                return
+            r = rec["round"]
+            self.seen += 1
+            if r <= self.done:
+                continue
+            elapsed = time.time() - self.started
+            eta = elapsed / (r - self.done) * (self.rounds - r)
+            fmt = lambda role: (  # noqa: E731
+                f"{rec[role]['macro_f1']:.4f}" if role in rec else "  -   "
+            )
+            print(
+                f"round {r:>3}/{self.rounds}  {rec.get('seconds', 0):6.1f}s  "
+                f"target macro-F1 {fmt('target')}  source macro-F1 {fmt('source')}  "
+                f"ETA {eta:5.0f}s{_replied(rec)}",
+                flush=True,
+            )
+
+
+RUNNING: dict[str, Path] = {}  # the run directory of the federation under way (for the stop message)
+
+
+def failure_reason(err: Exception) -> str:
+    """The first line of why a run failed (from its summary.json when the
+    ServerApp wrote one), and where the whole story is."""
+    where = RUNNING.get("dir")
+    summary = where / "summary.json" if where else None
+    if summary is not None and summary.is_file():
+        try:
+            error = json.loads(summary.read_text()).get("error") or ""
+        except (OSError, ValueError):
+            error = ""
+        if error:
+            return f"{error.splitlines()[0]}\n  full error: {summary} (and {where / 'flower' / 'superlink.log'})"
+    return str(err)
+
+
+def run_experiment(
+    config_file: str | Path,
+    overrides: list[str],
+    out: str | None = None,
+    verbose: bool = False,
+) -> Path:
+    """Run one experiment end to end; returns its run directory.
+
+    Raises ConfigError/DatasetError for bad input and launcher.RunFailed when
+    the Flower run does not complete.
+    """
+    config_file = Path(config_file).expanduser().resolve()
+    cfg = config_mod.load(config_file, overrides)
+    run_dir = new_run_dir(cfg, out)
+    RUNNING["dir"] = run_dir
+    pinned = [*overrides, *_absolute_overrides(cfg, run_dir)]
+    cfg = config_mod.load(config_file, pinned)
+
+    if cfg.fed.mode == "centralized":
+        run = RunDir(run_dir, cfg)
+        try:
+            summary = run_centralized(cfg, run, on_round=Progress(run_dir, cfg.fed.rounds))
+            run.write_summary(summary)
+        finally:
+            run.close()
+        return run_dir
+
+    _simulate(cfg, config_file, pinned, run_dir, verbose)
+    return run_dir
+
+
+def _simulate(cfg: Config, config_file: Path, overrides: list[str], run_dir: Path, verbose: bool,
+              resume_after: int = 0) -> None:
+    """One federation through Flower's simulation engine, on a SuperLink of its own."""
+    # Build (and cache) the dataset here once, before the simulated clients
+    # start, and learn how many clients (subjects) it has.
+    print(f"fedsense: preparing {cfg.data.kind} data (windowing is cached after the first run) ...",
+          end="", flush=True)
+    started = time.time()
+    clients = num_clients(cfg)
+    print(f" {time.time() - started:.1f}s", flush=True)
+    if cfg.fed.min_clients > clients:  # Flower would wait for nodes that never come
+        raise ConfigError(f"fed.min_clients={cfg.fed.min_clients}: the data have {clients} clients "
+                          f"(one per subject); a round could never start")
+    home = private_dir(run_dir) / "flower"
+    rounds = f"rounds {resume_after + 1}-{cfg.fed.rounds}" if resume_after else f"{cfg.fed.rounds} rounds"
+    print(f"fedsense: {clients} clients, {rounds}, method {cfg.adapt.method}; "
+          f"run directory {run_dir}; starting Flower's simulation engine ...", flush=True)
+    link = launcher.SuperLink.start(home)
+    try:
+        launcher.submit_and_wait(
+            home=home,
+            config_file=config_file,
+            overrides=overrides,
+            federation_config=launcher.simulation_federation(clients, cfg.fed.num_cpus_per_client, cfg.fed.simulation_cpus),
+            verbose=verbose,
+            on_poll=Progress(run_dir, cfg.fed.rounds, resume_after),
+            finished=(run_dir / "summary.json").exists,  # the ServerApp writes it last, also on failure
+            resume=bool(resume_after),
+        )
+    finally:
+        link.stop()
+
+
+def resume_experiment(run_dir: str | Path, verbose: bool = False) -> Path:
+    """Continue a federated run after its last complete round (its
+    ``checkpoints/resume.npz``), with the run's own config.yaml."""
+    run_dir = Path(run_dir).expanduser().resolve()
+    config_file = run_dir / "config.yaml"
+    if not config_file.exists():
+        raise ConfigError(f"{run_dir}: no config.yaml, not a fedsense run directory")
+    cfg = config_mod.load(config_file, [])
+    if cfg.fed.mode != "federated":
+        raise ConfigError(f"{run_dir}: only federated runs can be resumed (fed.mode is {cfg.fed.mode!r})")
+    if Path(cfg.output.dir or "").resolve() != run_dir:
+        raise ConfigError(f"{config_file}: output.dir is {cfg.output.dir!r}, not this directory (was it moved?)")
+    point = load_resume(run_dir)
+    RUNNING["dir"] = run_dir
+    if point.server_round >= cfg.fed.rounds:
+        raise ConfigError(f"{run_dir}: all {cfg.fed.rounds} rounds are complete; nothing to resume")
+    home = str(run_dir / "flower")
+    alive = sorted(pid for pid, value in processes_with_env("FLWR_HOME").items() if value == home)
+    if alive:
+        raise ConfigError(f"{run_dir}: processes of the interrupted run are still running "
+                          f"(pids {' '.join(map(str, alive))}); stop them before resuming")
+    earlier = run_dir / "summary.json"
+    if earlier.exists():  # a failed attempt's summary: kept, out of the way of the new one
+        earlier.rename(run_dir / f"summary.failed-after-round-{point.server_round}.json")
+    print(f"fedsense: resuming {run_dir} after round {point.server_round} of {cfg.fed.rounds}", flush=True)
+    _simulate(cfg, config_file, [], run_dir, verbose, resume_after=point.server_round)
+    return run_dir
+
+
+def run_seeds(
+    config_file: str | Path, overrides: list[str], seeds: list[int], out: str | None, verbose: bool
+) -> Path:
+    """One run per seed under ``OUT/seed-<s>``, then ``OUT/seeds.json`` with
+    mean and standard deviation of the headline numbers."""
+    cfg = config_mod.load(Path(config_file).expanduser(), overrides)
+    root = resolve_run_dir(cfg, out)
+    runs = []
+    for seed in seeds:
+        print(f"\n== seed {seed} ==", flush=True)
+        run_dir = run_experiment(config_file, [*overrides, f"seed={seed}"], str(root / f"seed-{seed}"), verbose)
+        runs.append(json.loads((run_dir / "summary.json").read_text()))
+    stats = {}
+    for key in ("target.macro_f1", "target.accuracy", "source.macro_f1", "source.accuracy", "wall_seconds"):
+        if (st := mean_std(runs, key)) is not None:
+            stats[key] = {"mean": st[0], "std": st[1], "values": [dotted(r, key) for r in runs]}
+    (root / "seeds.json").write_text(json.dumps({"seeds": seeds, "stats": stats}, indent=2) + "\n")
+    print(f"\nover seeds {seeds}:")
+    for key, st in stats.items():
+        print(f"  {key:18s} {st['mean']:.4f} ± {st['std']:.4f}")
+    print(f"  written to {root / 'seeds.json'}")
+    return root
+
+
+def convert(config_file: str | Path, overrides: list[str], out: str, per_subject: bool) -> list[Path]:
+    """Write the configured dataset (after modality selection and shifts) in
+    the npz format of docs/design.md: one file, or one file per subject in a folder."""
+    cfg = config_mod.load(Path(config_file).expanduser(), overrides)
+    ds = build_dataset(cfg.data, cfg.seed)
+    target = Path(out).expanduser()
+    if not per_subject:
+        return [save_npz(ds, target)]
+    return [save_npz(ds.subset(ds.subject == s), target / f"subject-{s}.npz") for s in ds.subjects()]
