@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 EVAL_SCOPES = ("target", "source", "client")  # record keys shown under eval/
 RENAMED = {"seconds": "round/seconds"}
@@ -73,21 +75,36 @@ def layout() -> dict[str, dict[str, list]]:
     }
 
 
-def confusion_image(cm: np.ndarray, cell: int = 0) -> np.ndarray:
-    """A confusion matrix as a ``(3, H, W)`` uint8 image: row-normalised
-    (each true class sums to 1), white = 0 to dark blue = 1, grey grid lines."""
+def confusion_image(cm: np.ndarray, names: Sequence[str] = (), title: str = "") -> np.ndarray:
+    """A confusion matrix as a ``(3, H, W)`` uint8 image a person can read:
+    true class down, predicted class across (class names when given, else
+    indices), each cell's count and its share of the true class, the colour
+    that share (white 0 to dark blue 1)."""
     cm = np.asarray(cm, dtype=np.float64)
-    k = cm.shape[0]
+    k = cm.shape[0] if cm.ndim == 2 else 0
     if cm.ndim != 2 or cm.shape != (k, k) or k == 0:
         raise ValueError(f"confusion matrix must be square and non-empty, got shape {cm.shape}")
-    cell = cell or max(8, 240 // k)
+    labels = [str(n).replace("_", " ") for n in names] if len(names) == k else [str(c) for c in range(k)]
     rows = cm.sum(axis=1, keepdims=True)
-    frac = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
-    big = np.kron(frac, np.ones((cell, cell)))
-    rgb = np.stack([1 - 0.92 * big, 1 - 0.75 * big, 1 - 0.35 * big])
-    rgb[:, ::cell, :] = 0.6
-    rgb[:, :, ::cell] = 0.6
-    return (np.clip(rgb, 0, 1) * 255).astype(np.uint8)
+    share = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    side = 1.2 + 0.75 * k
+    fig = Figure(figsize=(side + 1.2, side), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, f"{int(cm[i, j])}\n{share[i, j]:.0%}" if rows[i, 0] else "0", ha="center", va="center",
+                    fontsize=7, color="white" if share[i, j] > 0.6 else "black")
+    ax.set_xticks(range(k), labels, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(k), labels, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or "windows (share of the true class)", fontsize=9)
+    fig.tight_layout()
+    fig.canvas.draw()
+    rgba = np.asarray(fig.canvas.buffer_rgba())
+    return np.ascontiguousarray(rgba[:, :, :3].transpose(2, 0, 1))
 
 
 def hparams_of(config: Mapping[str, Any]) -> dict[str, float | str | bool]:

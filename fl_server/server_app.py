@@ -19,6 +19,7 @@ from fedsense import protocol
 from fedsense.methods import METHODS
 from fedsense.aggregation import AggregationSettings
 from fedsense.board import confusion_image, nodes_text
+from fedsense.data.loaders import class_names
 from fedsense.checkpoint import ResumePoint, load_resume, save_resume
 from fedsense.config import ConfigError
 from fedsense.models import build_run_model, count_parameters
@@ -76,13 +77,17 @@ def main(grid: Grid, context: Context) -> None:
         extra = {"clients": {"total": len(nodes), **sampled, **roles}, "parameters": count_parameters(model)}
         log.info("%d clients (%s); model has %d parameters", len(nodes), roles, extra["parameters"])
 
+        names = class_names(cfg.data)
+
         def on_round_end(server_round: int, record: dict, arrays: ArrayRecord) -> None:
             run.log_round(server_round, {k: v for k, v in record.items() if k not in ("confusion", "projector")})
             for branch, snap in record.get("projector", {}).items():
                 run.log_embedding(f"embeddings/{branch}", np.asarray(snap["points"], np.float32),
                                   snap["labels"], ["role", "client", "class"], server_round)
             for role, cm in record.get("confusion", {}).items():
-                run.log_image(f"eval/{role}/confusion", confusion_image(np.asarray(cm)), server_round)
+                run.log_image(f"eval/{role}/confusion", confusion_image(
+                    np.asarray(cm), names if len(names) == len(cm) else (), f"{role} devices, round {server_round}"),
+                    server_round)
             run.log_text("clients/nodes", nodes_text(record["nodes"]), server_round)
             weights = {k: a.numpy() for k, a in arrays.items()}
             if checkpoint_due(cfg, server_round):

@@ -17,6 +17,7 @@ import numpy as np
 
 from fedsense.config import DataConfig
 from fedsense.data.base import Dataset, DatasetError
+from fedsense.data.hapt import CLASSES as HAPT_CLASSES
 from fedsense.data.hapt import load_hapt
 from fedsense.data.npz import load_npz
 from fedsense.data.shifts import apply_shifts
@@ -24,6 +25,12 @@ from fedsense.data.synthetic import make_synthetic
 from fedsense.registry import Registry
 
 LOADERS: Registry[Callable[[DataConfig, int], Dataset]] = Registry("data.kind")
+
+
+def class_names(cfg: DataConfig) -> tuple[str, ...]:
+    """The class names a server can know without reading any data (the
+    built-in HAPT's activities); () otherwise: charts then show indices."""
+    return HAPT_CLASSES if cfg.kind == "hapt" else ()
 
 
 def cache_dir(cfg: DataConfig) -> Path:

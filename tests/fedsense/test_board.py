@@ -33,12 +33,15 @@ def test_scalar_tags_put_evaluation_under_eval_and_time_under_round() -> None:
     }
 
 
-def test_confusion_image_is_row_normalised_and_sized_by_cell() -> None:
-    img = confusion_image(np.array([[8, 2], [0, 0]]), cell=10)
-    assert img.shape == (3, 20, 20) and img.dtype == np.uint8
-    inside = lambda r, c: img[:, r * 10 + 5, c * 10 + 5]  # noqa: E731  (centre of a cell)
-    assert inside(0, 0)[0] < inside(0, 1)[0] < 255  # 0.8 darker than 0.2
-    assert (inside(1, 0) == 255).all() and (inside(1, 1) == 255).all()  # an empty row stays white
+def test_confusion_image_is_labelled_and_coloured_by_the_share_of_the_true_class() -> None:
+    cm = np.array([[8, 2, 0], [0, 0, 0], [1, 1, 10]])
+    img = confusion_image(cm, names=("walking", "sitting", "laying"), title="target")
+    assert img.ndim == 3 and img.shape[0] == 3 and img.dtype == np.uint8 and min(img.shape[1:]) > 200
+    colours = {tuple(px) for px in img.reshape(3, -1).T[::7]}
+    assert len(colours) > 50  # text and a colour scale, not a bare grid
+    assert (img.reshape(3, -1) < 80).all(axis=0).any()  # dark text or cells drawn
+    bare = confusion_image(np.zeros((2, 2)))  # no windows: still an image, indices as names
+    assert bare.shape[0] == 3
     with pytest.raises(ValueError, match="square"):
         confusion_image(np.zeros((2, 3)))
 
