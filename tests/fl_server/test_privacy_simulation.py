@@ -12,17 +12,21 @@ from fedsense_tools.experiment import run_experiment
 from tests.conftest import SYNTHETIC
 from tests.fl_client.test_message_privacy import allowed_fields
 
+# The default method and the one with every statistics field run in the
+# default suite; the others (each ~40 s of real Flower) under `make
+# test-slow`. tests/fl_client/test_message_privacy.py checks every method of
+# the registry without Flower.
 METHODS = [
-    ("none", "federated", "fixed"),
-    ("dann", "federated", "fixed"),
-    ("m3bat", "federated", "fixed"),
-    ("m3bat", "statistics", "shift"),
-    ("fedbn", "federated", "fixed"),
-    ("m3bat_local", "statistics", "fixed"),
+    pytest.param(("none", "federated", "fixed"), marks=pytest.mark.slow, id="none-federated-fixed"),
+    pytest.param(("dann", "federated", "fixed"), marks=pytest.mark.slow, id="dann-federated-fixed"),
+    pytest.param(("m3bat", "federated", "fixed"), marks=pytest.mark.slow, id="m3bat-federated-fixed"),
+    pytest.param(("m3bat", "statistics", "shift"), id="m3bat-statistics-shift"),
+    pytest.param(("fedbn", "federated", "fixed"), marks=pytest.mark.slow, id="fedbn-federated-fixed"),
+    pytest.param(("m3bat_local", "statistics", "fixed"), id="m3bat_local-statistics-fixed"),
 ]
 
 
-@pytest.mark.parametrize("method", METHODS, ids=["-".join(m) for m in METHODS])
+@pytest.mark.parametrize("method", METHODS)
 def test_every_reply_field_is_listed(tmp_path, method):
     name, alignment, weights = method
     run = run_experiment(
