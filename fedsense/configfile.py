@@ -23,6 +23,7 @@ from fedsense.compression import ENCODINGS
 from fedsense.config import FAULT_KINDS, Config, ConfigError, to_dict
 from fedsense.methods import METHODS
 from fedsense.models import ENCODERS, FUSIONS
+from fedsense.protocol import MIN_COUNT
 
 
 def _type_name(tp: Any) -> str:
@@ -183,7 +184,8 @@ def check_values(cfg: Config) -> None:
         (cfg.adapt.lambda_max >= 0, "adapt.lambda_max: must be non-negative"),
         (cfg.adapt.domain_weight >= 0, "adapt.domain_weight: must be non-negative"),
         (cfg.adapt.disc_hidden >= 1, "adapt.disc_hidden: must be at least 1"),
-        (cfg.adapt.stats_min_count >= 2, "adapt.stats_min_count: must be at least 2"),
+        (cfg.adapt.stats_min_count >= MIN_COUNT,
+         f"adapt.stats_min_count: must be at least {MIN_COUNT} (a mean and covariance of two windows give both back)"),
         (cfg.adapt.stats_noise >= 0, "adapt.stats_noise: must be non-negative"),
         (0.0 <= cfg.adapt.warmup < 1.0, "adapt.warmup: must be a share of the rounds in [0, 1)"),
         (cfg.adapt.disc_steps >= 0, "adapt.disc_steps: must be 0 (every step) or positive"),
@@ -199,7 +201,7 @@ def check_values(cfg: Config) -> None:
             all(1 <= r <= cfg.fed.rounds for r in cfg.output.projector_rounds),
             f"output.projector_rounds: every round must be in [1, fed.rounds={cfg.fed.rounds}]",
         ),
-        (cfg.output.projector_min_count >= 2, "output.projector_min_count: must be at least 2"),
+        (cfg.output.projector_min_count >= MIN_COUNT, f"output.projector_min_count: must be at least {MIN_COUNT}"),
         (cfg.data.synthetic.subjects >= 1, "data.synthetic.subjects: must be at least 1"),
         (cfg.data.synthetic.classes >= 2, "data.synthetic.classes: must be at least 2"),
         (

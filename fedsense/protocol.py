@@ -33,6 +33,11 @@ NODE_ROLE = "role"  # optional on a device: "source" or "target" (default: from 
 # parameters between runs (fedsense.devicestate); simulated clients use
 # <run dir>/devices/<partition-id>
 NODE_STATE_DIR = "state-dir"
+# optional on a device: the fewest windows behind any statistic it sends
+# (class, embedding and raw statistics, projector centroids). It never sends
+# fewer than MIN_COUNT, whatever the run config or the server asks.
+NODE_MIN_COUNT = "min-count"
+MIN_COUNT = 5  # a mean and covariance of two windows give both windows back exactly
 # With data-path, partition-id is optional: the device's number in its fleet
 # (seeds its local shuffling, names it in metrics); without it, node id names it.
 

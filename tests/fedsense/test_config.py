@@ -255,7 +255,8 @@ def test_unknown_registry_name_lists_valid(key: str, valid: list[str]) -> None:
         ("data.shifts=[{resample: 0}]", "data.shifts[0].resample"),
         ("output.projector_rounds=[0]", "output.projector_rounds"),
         ("output.projector_rounds=[21]", "output.projector_rounds"),  # default fed.rounds is 20
-        ("output.projector_min_count=1", "output.projector_min_count"),
+        ("output.projector_min_count=4", "output.projector_min_count"),
+        ("adapt.stats_min_count=4", "adapt.stats_min_count"),  # two windows' mean and covariance give them back
     ],
 )
 def test_range_checks_name_the_key(override: str, key: str) -> None:

@@ -423,3 +423,42 @@ def test_a_generated_target_takes_the_servers_statistics_without_a_backward_pass
     expected = evaluate_model(model, data.test, 4)["confusion"]
     assert given[protocol.CONFUSION] == [int(v) for v in np.asarray(expected).ravel()]
     assert given[protocol.CONFUSION] != plain[protocol.METRICS][protocol.CONFUSION]
+
+
+def test_a_device_never_sends_statistics_of_fewer_windows_than_its_own_floor(tmp_path, model_cfg):
+    """The run config and the server's messages come from the server: they
+    may raise the floor on the windows behind a statistic, never lower it
+    below the device's (protocol.MIN_COUNT, or its node config's min-count)."""
+    from fedsense.configfile import from_dict
+    from fedsense.models import build_run_model
+    from fedsense.params import sharing_of
+
+    projector = {}
+    for floor in (None, 7):  # the server asks for centroids of at least 1 window; 6 held-out windows a class
+        msg = _message(MessageType.EVALUATE, _global_arrays(model_cfg))
+        msg.content[protocol.CONFIG] = ConfigRecord({**dict(msg.content[protocol.CONFIG]), protocol.CFG_PROJECTOR: 1})
+        ctx = _context(0, tmp_path)
+        if floor is not None:
+            ctx.node_config = {**ctx.node_config, protocol.NODE_MIN_COUNT: floor}
+        projector[floor] = evaluate(msg, ctx).content[protocol.METRICS][protocol.EMBED_COUNT]
+    assert projector[None] == [6, 6, 6, 6] and projector[7] == [0, 0, 0, 0]
+
+    overrides = "adapt.method=m3bat\nadapt.alignment=statistics\nadapt.stats_min_count=8"
+    run_cfg = from_dict({"model": {"channels": [16, 32], "embed_dim": 32},
+                         "adapt": {"method": "m3bat", "alignment": "statistics"}})
+    start = shared_arrays(build_run_model(DataSpec({"acc": (3, 64), "gyro": (3, 64)}, 4), run_cfg),
+                          sharing_of(run_cfg))
+    sent = {}
+    for floor in (None, 1000):
+        ctx = _context(0, tmp_path, overrides)
+        if floor is not None:
+            ctx.node_config = {**ctx.node_config, protocol.NODE_MIN_COUNT: floor}
+        metrics = evaluate(_message(MessageType.EVALUATE, start), ctx).content[protocol.METRICS]
+        sent[floor] = {k: v for k, v in metrics.items() if k.startswith("stats.") and k.endswith("count")}
+    assert sent[None] and all(v > 0 for v in sent[None].values())  # 64 training windows >= 8
+    assert sent[1000].keys() == sent[None].keys() and not any(sent[1000].values())  # nothing below the device's floor
+
+    bad = _context(0, tmp_path)
+    bad.node_config = {**bad.node_config, protocol.NODE_MIN_COUNT: "few"}
+    reply = evaluate(_message(MessageType.EVALUATE, _global_arrays(model_cfg)), bad)
+    assert reply.has_error() and "min-count" in reply.error.reason
