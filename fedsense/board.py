@@ -136,8 +136,11 @@ def final_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def nodes_text(nodes: Mapping[str, list[int]]) -> str:
-    """Which node ids were sampled, replied and failed in a round (Markdown)."""
+def nodes_text(nodes: Mapping[str, list[int]], labels: Mapping[int, str] | None = None) -> str:
+    """Which nodes were sampled, replied and failed in a round (Markdown):
+    each by its label (e.g. ``client 3 (source)``) when known, else its id."""
+    labels = labels or {}
     return "\n\n".join(
-        f"**{kind}** ({len(ids)}): {', '.join(map(str, ids)) or '—'}" for kind, ids in nodes.items()
+        f"**{kind}** ({len(ids)}): {', '.join(labels.get(i, str(i)) for i in ids) or '—'}"
+        for kind, ids in nodes.items()
     )

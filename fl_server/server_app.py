@@ -88,7 +88,8 @@ def main(grid: Grid, context: Context) -> None:
                 run.log_image(f"eval/{role}/confusion", confusion_image(
                     np.asarray(cm), names if len(names) == len(cm) else (), f"{role} devices, round {server_round}"),
                     server_round)
-            run.log_text("clients/nodes", nodes_text(record["nodes"]), server_round)
+            labels = {node: d.label(node) for node, d in declared.items()}
+            run.log_text("clients/nodes", nodes_text(record["nodes"], labels), server_round)
             weights = {k: a.numpy() for k, a in arrays.items()}
             if checkpoint_due(cfg, server_round):
                 run.save_checkpoint(server_round, weights)

@@ -28,6 +28,12 @@ class Declared:
     target: bool
     train_windows: int
     test_windows: int
+    partition: int = -1  # the number it gave itself (a simulated client's partition id), -1: none
+
+    def label(self, node: int) -> str:
+        """How metrics and TensorBoard name the node: its partition and role."""
+        who = f"client {self.partition}" if self.partition >= 0 else f"node {node}"
+        return f"{who} ({'target' if self.target else 'source'})"
 
 
 def _whole(value: object) -> int | None:
@@ -48,7 +54,8 @@ def declaration(metrics: Mapping[str, object]) -> Declared | str:
     if train is None or test is None:
         return (f"window counts {metrics.get(protocol.SPEC_TRAIN_WINDOWS)!r}/{metrics.get(protocol.SPEC_TEST_WINDOWS)!r}"
                 f" are not whole numbers in [0, {MAX_WINDOWS}]")
-    return Declared(bool(role), train, test)
+    partition = _whole(metrics.get(protocol.PARTITION))
+    return Declared(bool(role), train, test, -1 if partition is None else partition)
 
 
 class Roster:

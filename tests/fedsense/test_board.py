@@ -56,6 +56,8 @@ def test_nodes_text_lists_ids_per_outcome() -> None:
     text = nodes_text({"sampled": [1, 2], "replied": [2], "failed": [1]})
     assert text == "**sampled** (2): 1, 2\n\n**replied** (1): 2\n\n**failed** (1): 1"
     assert "—" in nodes_text({"failed": []})
+    named = nodes_text({"sampled": [7, 9]}, {7: "client 3 (source)"})
+    assert named == "**sampled** (2): client 3 (source), 9"  # an unknown node keeps its id
 
 
 def test_the_custom_scalars_layout_puts_the_headline_first_and_matches_real_tags(tmp_path):

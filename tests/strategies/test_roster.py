@@ -20,7 +20,13 @@ def strategy(**kw):
 
 def test_a_declaration_is_a_role_and_two_window_counts():
     ok = declaration({protocol.IS_TARGET: 1, protocol.SPEC_TRAIN_WINDOWS: 80, protocol.SPEC_TEST_WINDOWS: 30})
-    assert ok == Declared(True, 80, 30)
+    assert ok == Declared(True, 80, 30) and ok.label(12345) == "node 12345 (target)"
+    numbered = declaration({protocol.IS_TARGET: 0, protocol.SPEC_TRAIN_WINDOWS: 80, protocol.SPEC_TEST_WINDOWS: 30,
+                            protocol.PARTITION: 3})
+    assert numbered == Declared(False, 80, 30, 3) and numbered.label(12345) == "client 3 (source)"
+    odd = declaration({protocol.IS_TARGET: 0, protocol.SPEC_TRAIN_WINDOWS: 8, protocol.SPEC_TEST_WINDOWS: 3,
+                       protocol.PARTITION: -2.5})
+    assert odd.partition == -1  # a number that is no partition id names nothing
     assert "is-target" in declaration({protocol.IS_TARGET: 2, protocol.SPEC_TRAIN_WINDOWS: 1, protocol.SPEC_TEST_WINDOWS: 1})
     assert "window counts" in declaration({protocol.IS_TARGET: 0, protocol.SPEC_TRAIN_WINDOWS: 1e12,
                                            protocol.SPEC_TEST_WINDOWS: 1})
