@@ -14,15 +14,8 @@ import pytest
 
 from fedsense.data import hapt
 from fedsense.data.base import Dataset, DatasetError
-from fedsense.data.hapt import (
-    CLASSES,
-    HaptUnpickler,
-    cache_path,
-    find_hapt_file,
-    load_hapt,
-    read_hapt_recordings,
-    window_recordings,
-)
+from fedsense.data.hapt import CLASSES, cache_path, find_hapt_file, load_hapt, window_recordings
+from fedsense.data.hapt_pickle import REQUIRED_COLUMNS, HaptUnpickler, read_hapt_recordings
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -128,7 +121,7 @@ def _recording(labels: list[tuple[int, int]], offset: float) -> dict[str, np.nda
     label = np.concatenate([np.full(n, lab, dtype=np.int64) for lab, n in labels])
     n = label.shape[0]
     rec = {"label": label, "sequence": np.arange(n, dtype=np.int64)}
-    for c, col in enumerate(hapt.REQUIRED_COLUMNS[:-1]):
+    for c, col in enumerate(REQUIRED_COLUMNS[:-1]):
         rec[col] = offset + 1000.0 * c + np.arange(n, dtype=np.float64)
     return rec
 
