@@ -49,8 +49,9 @@ def pure_compute(overrides: list[str]) -> dict[str, float]:
     from fedsense.configfile import load
     from fedsense.data.clients import load_client_data, num_clients
     from fedsense.engine import evaluate, train_supervised
-    from fedsense.models import DataSpec, build_run_model
-    from fedsense.params import load_arrays, shared_arrays, shared_keys, sharing_of
+    from fedsense.models import DataSpec
+    from fedsense.runmodel import build_run_model, sharing_of
+    from fedsense.params import load_arrays, shared_arrays, shared_keys
 
     torch.set_num_threads(1)
     cfg = load(SYNTHETIC, overrides)
@@ -94,8 +95,9 @@ def serialisation_seconds(overrides: list[str], repeats: int = 20) -> float:
     from flwr.app import Array, ArrayRecord, RecordDict
 
     from fedsense.configfile import load
-    from fedsense.models import DataSpec, build_run_model
-    from fedsense.params import shared_arrays, sharing_of
+    from fedsense.models import DataSpec
+    from fedsense.runmodel import build_run_model, sharing_of
+    from fedsense.params import shared_arrays
 
     cfg = load(SYNTHETIC, overrides)
     spec = DataSpec(shapes={"acc": (3, 128), "gyro": (3, 128)}, num_classes=6)

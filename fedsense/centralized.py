@@ -21,8 +21,9 @@ from fedsense.data.clients import ClientData, load_client_data, num_clients
 from fedsense.engine import evaluate, train_supervised
 from fedsense.methods import METHODS
 from fedsense.metrics import summarize
-from fedsense.models import DataSpec, build_run_model, count_parameters
-from fedsense.params import shared_arrays, sharing_of
+from fedsense.models import DataSpec, count_parameters
+from fedsense.runmodel import build_run_model, sharing_of
+from fedsense.params import shared_arrays
 from fedsense.rundir import RunDir, build_summary, checkpoint_due
 
 log = logging.getLogger("fedsense.centralized")

@@ -26,9 +26,10 @@ from fedsense.data.base import Dataset
 from fedsense.data.clients import ClientData, load_client_data, num_clients
 from fedsense.devicestate import load_local
 from fedsense.metrics import confusion, summarize
-from fedsense.models import DataSpec, MultimodalNet, build_run_model
+from fedsense.models import DataSpec, MultimodalNet
+from fedsense.runmodel import build_run_model, sharing_of
 from fedsense.methods.base import ADAPTED, METHOD_STATE
-from fedsense.params import load_arrays, shared_keys, sharing_of
+from fedsense.params import load_arrays, shared_keys
 
 # A predictor: modality inputs {"x_<m>": (B, C, T) float32} -> logits (B, K)
 Predict = Callable[[dict[str, np.ndarray]], np.ndarray]

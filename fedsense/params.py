@@ -37,13 +37,6 @@ class Sharing:
         return self.method.kept(key, self.cfg, model, labelled)  # type: ignore[arg-type]
 
 
-def sharing_of(cfg: Config) -> Sharing:
-    """The sharing rule of the run ``cfg`` describes."""
-    from fedsense.methods import METHODS
-
-    return Sharing(METHODS[cfg.adapt.method], cfg)
-
-
 def _as_sharing(rule: "Sharing | Method") -> Sharing:
     return rule if isinstance(rule, Sharing) else Sharing(rule)
 

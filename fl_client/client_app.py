@@ -35,8 +35,9 @@ from fedsense.engine import evaluate as evaluate_model
 from fedsense.faults import LIES, fault_of, flip_labels, lie, tamper
 from fedsense.methods import METHODS, Method, Step
 from fedsense.methods.base import METHOD_STATE
-from fedsense.models import DataSpec, MultimodalNet, build_run_model
-from fedsense.params import Sharing, load_arrays, local_arrays, shared_arrays, shared_keys, sharing_of
+from fedsense.models import DataSpec, MultimodalNet
+from fedsense.runmodel import build_run_model, sharing_of
+from fedsense.params import Sharing, load_arrays, local_arrays, shared_arrays, shared_keys
 from fedsense.privacy import clip_update
 from fedsense.runconfig import config_from_run
 from flwr.clientapp import ClientApp

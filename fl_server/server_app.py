@@ -22,8 +22,9 @@ from fedsense.board import confusion_image, nodes_text
 from fedsense.data.loaders import class_names
 from fedsense.checkpoint import ResumePoint, load_resume, save_resume
 from fedsense.config import ConfigError
-from fedsense.models import build_run_model, count_parameters
-from fedsense.params import shared_arrays, sharing_of
+from fedsense.models import count_parameters
+from fedsense.runmodel import build_run_model, sharing_of
+from fedsense.params import shared_arrays
 from fedsense.rundir import RunDir, build_summary, checkpoint_due, resolve_run_dir
 from fedsense.runconfig import config_from_run
 from fl_server.spec import nodes_to_query, query_clients, wait_for_nodes

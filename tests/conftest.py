@@ -38,7 +38,8 @@ def hapt_model(tmp_path_factory):
     source users for two epochs (seconds)."""
     from fedsense.deploy import RunModels
     from fedsense.engine import train_supervised
-    from fedsense.models import DataSpec, build_run_model
+    from fedsense.models import DataSpec
+    from fedsense.runmodel import build_run_model
 
     cfg = configfile.load(REPO / "configs" / "default.yaml", ["adapt.method=none"])
     runs = RunModels(tmp_path_factory.mktemp("data"), cfg, {}, per_device=False)
@@ -60,7 +61,8 @@ def write_hapt_run(path: Path, model, method: str):
     from fedsense.adaptation.training import renormalize
     from fedsense.deploy import RunModels
     from fedsense.devicestate import save_local
-    from fedsense.params import local_arrays, shared_arrays, sharing_of
+    from fedsense.params import local_arrays, shared_arrays
+    from fedsense.runmodel import sharing_of
 
     cfg = configfile.load(REPO / "configs" / "default.yaml", [f"adapt.method={method}"])
     path.mkdir(parents=True)

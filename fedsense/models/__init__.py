@@ -7,7 +7,6 @@ from fedsense.models.net import (
     MultimodalNet,
     NetOutput,
     build_model,
-    build_run_model,
     count_parameters,
 )
 
@@ -18,6 +17,5 @@ __all__ = [
     "MultimodalNet",
     "NetOutput",
     "build_model",
-    "build_run_model",
     "count_parameters",
 ]

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from fedsense import protocol
 from fedsense.adaptation.calibration import Calibration, calibrated_modalities
 from fedsense.adaptation.discriminators import FUSED, build_discriminators
-from fedsense.config import Config, ModelConfig
+from fedsense.config import ModelConfig
 from fedsense.models.encoders import ENCODERS
 from fedsense.models.fusion import FUSIONS
 
@@ -161,17 +161,3 @@ def count_parameters(model: nn.Module) -> int:
         for name, p in model.named_parameters()
         if p.requires_grad and not protocol.is_discriminator(name)
     )
-
-
-def build_run_model(spec: DataSpec, cfg: Config, qat: bool | None = None) -> MultimodalNet:
-    """The model a run trains: ``cfg.model`` plus the discriminators that
-    ``cfg.adapt.method`` needs, initialised from ``cfg.seed``; with
-    ``train.qat`` (or ``qat``) it computes with int8-rounded weights
-    (:mod:`fedsense.quantization`)."""
-    from fedsense.methods import METHODS
-    from fedsense.quantization import prepare_qat
-
-    model = build_model(spec, cfg.model, cfg.seed, **METHODS[cfg.adapt.method].model_options(cfg))
-    if cfg.train.qat if qat is None else qat:
-        prepare_qat(model)
-    return model

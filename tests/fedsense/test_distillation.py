@@ -54,7 +54,7 @@ def test_distillation_gives_a_device_without_its_gyroscope_a_better_model():
     from fedsense import configfile as config_mod
     from fedsense.deploy import RunModels
     from fedsense.metrics import macro_f1
-    from fedsense.models import build_run_model
+    from fedsense.runmodel import build_run_model
     from tests.conftest import REPO
 
     cfg = config_mod.load(REPO / "configs" / "default.yaml", ["adapt.method=none"])

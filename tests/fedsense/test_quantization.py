@@ -93,7 +93,7 @@ def test_qat_training_moves_the_float_weights_and_learns():
 def test_train_qat_is_applied_by_build_run_model(synthetic_cfg, value):
     from dataclasses import replace
 
-    from fedsense.models import build_run_model
+    from fedsense.runmodel import build_run_model
 
     cfg = replace(synthetic_cfg, train=replace(synthetic_cfg.train, qat=value))
     assert is_prepared(build_run_model(SPEC, cfg)) is value

@@ -430,8 +430,7 @@ def test_a_device_never_sends_statistics_of_fewer_windows_than_its_own_floor(tmp
     may raise the floor on the windows behind a statistic, never lower it
     below the device's (protocol.MIN_COUNT, or its node config's min-count)."""
     from fedsense.configfile import from_dict
-    from fedsense.models import build_run_model
-    from fedsense.params import sharing_of
+    from fedsense.runmodel import build_run_model, sharing_of
 
     projector = {}
     for floor in (None, 7):  # the server asks for centroids of at least 1 window; 6 held-out windows a class

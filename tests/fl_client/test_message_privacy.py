@@ -54,8 +54,9 @@ def replies(tmp_path: Path, method: tuple[str, str, str], windows: int, encoding
     overrides = (f"adapt.method={name}\nadapt.alignment={alignment}\nadapt.branch_weights={weights}\n"
                  f"data.synthetic.windows_per_class={windows}\nadapt.stats_min_count=8")
     from fedsense.configfile import from_dict
-    from fedsense.models import DataSpec, build_run_model
-    from fedsense.params import shared_arrays, sharing_of
+    from fedsense.models import DataSpec
+    from fedsense.runmodel import build_run_model, sharing_of
+    from fedsense.params import shared_arrays
 
     cfg = from_dict({"model": {"channels": [16, 32], "embed_dim": 32},
                      "adapt": {"method": name, "alignment": alignment}})
@@ -139,10 +140,12 @@ def test_scrambling_target_labels_changes_no_trained_weight(tmp_path, monkeypatc
     monkeypatch.setattr(partition, "split_indices", lambda y, f: true_split)
 
     from fedsense.configfile import from_dict
-    from fedsense.models import DataSpec, build_run_model
+    from fedsense.models import DataSpec
+    from fedsense.runmodel import build_run_model
     from fedsense.adaptation.statistics import to_wire
     from fedsense.adaptation.training import embedding_stats
-    from fedsense.params import shared_arrays, sharing_of
+    from fedsense.params import shared_arrays
+    from fedsense.runmodel import sharing_of
 
     run_cfg = from_dict({"model": {"channels": [16, 32], "embed_dim": 32},
                          "adapt": {"method": method, "alignment": alignment}})
@@ -184,8 +187,9 @@ def test_scrambling_target_labels_changes_nothing_m3bat_local_adapts(tmp_path, m
     from fedsense.data import partition
     from fedsense.data.loaders import build_dataset
     from fedsense.data.npz import save_npz
-    from fedsense.models import DataSpec, build_run_model
-    from fedsense.params import shared_arrays, sharing_of
+    from fedsense.models import DataSpec
+    from fedsense.runmodel import build_run_model, sharing_of
+    from fedsense.params import shared_arrays
     from tests.conftest import SYNTHETIC
 
     cfg = config_mod.load(SYNTHETIC, [f"data.cache_dir={tmp_path}"])

@@ -14,8 +14,9 @@ from fedsense.configfile import load
 from fedsense.data.clients import load_client_data
 from fedsense.methods import METHODS, Method, Reply, Step
 from fedsense.methods.base import ServerState
-from fedsense.models import DataSpec, build_run_model
-from fedsense.params import shared_arrays, sharing_of
+from fedsense.models import DataSpec
+from fedsense.runmodel import build_run_model, sharing_of
+from fedsense.params import shared_arrays
 from tests.conftest import SYNTHETIC
 
 
