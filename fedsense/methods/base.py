@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+from torch import nn
 
 from fedsense import protocol
 from fedsense.config import Config
@@ -44,8 +45,6 @@ def is_norm_affine(model: MultimodalNet, key: str) -> bool:
     module, _, leaf = key.rpartition(".")
     if leaf not in ("weight", "bias") or is_discriminator(key):
         return False
-    from torch import nn
-
     owner = dict(model.named_modules()).get(module)
     return isinstance(owner, nn.modules.batchnorm._BatchNorm)
 
