@@ -24,7 +24,7 @@ target updates and the model stops learning its task.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -134,7 +134,8 @@ def branch_of(key: str, modalities: Sequence[str]) -> str | None:
 
 
 def modality_mean(
-    replies: Sequence[Arrays], windows: Sequence[dict[str, float]], current: Arrays, modalities: Sequence[str],
+    replies: Sequence[Arrays], windows: Sequence[dict[str, float]], current: Mapping[str, np.ndarray],
+    modalities: Sequence[str],
     weights: Sequence[float] | None = None,
 ) -> Arrays:
     """Each modality's branch arrays averaged over the replies of devices that

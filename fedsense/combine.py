@@ -117,7 +117,6 @@ def branches_over_their_devices(updates: Sequence[Update], current: Mapping[str,
     if all(w[m] == u.weight for u, w in zip(updates, windows) if u.weight > 0 for m in modalities):
         return {}
     trained = [i for i, u in enumerate(updates) if u.weight > 0]
-    current = dict(current)
     out = modality_mean([{k: v for k, v in updates[i].arrays.items() if not is_discriminator(k)} for i in trained],
                         [windows[i] for i in trained], current, modalities)
     if balanced is not None:  # federated discriminators: their balanced domain weights

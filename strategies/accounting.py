@@ -50,6 +50,7 @@ class RoundStats:
     train: dict[str, Any] = field(default_factory=dict)
     # train/evaluate -> role -> mean CPU seconds and gradient steps of a device
     compute: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    _asked: dict[str, int] = field(default_factory=dict, repr=False)  # instruction id -> node (see origin)
 
     def sent(self, messages: list[Message]) -> None:
         """Instructions leaving the server."""
@@ -59,11 +60,14 @@ class RoundStats:
     def origin(self, reply: Message) -> int:
         """The node a reply is about. The SuperLink answers for a node that
         vanished (heartbeat lost) as node 1; the instruction it replies to
-        names the node that was asked."""
-        for sent in self.outgoing:
-            if sent.metadata.message_id and sent.metadata.message_id == reply.metadata.reply_to_message_id:
-                return int(sent.metadata.dst_node_id)
-        return int(reply.metadata.src_node_id)
+        names the node that was asked. Instructions get their ids once Flower
+        sends them, so the id -> node map is rebuilt when a reply names an id
+        it does not hold yet (once per round normally, not once per reply)."""
+        asked = reply.metadata.reply_to_message_id
+        if asked and asked not in self._asked:
+            self._asked = {m.metadata.message_id: int(m.metadata.dst_node_id)
+                           for m in reversed(self.outgoing) if m.metadata.message_id}  # the first one wins
+        return self._asked.get(asked, int(reply.metadata.src_node_id)) if asked else int(reply.metadata.src_node_id)
 
     def section(self, totals: dict[str, int]) -> dict[str, Any]:
         """The round record's accounting sections (``comm``, ``clients``,

@@ -4,15 +4,25 @@ method's server state); the global arrays are checkpointed beside it."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:  # typing only: the strategy imports this module
-    from strategies.fedsense_strategy import FedSenseStrategy
+from fedsense.methods import ServerState
 
 
-def snapshot(strategy: FedSenseStrategy) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+class Resumable(Protocol):
+    """What of a strategy its resume point holds (FedSenseStrategy has it)."""
+
+    history: list[dict[str, Any]]
+    totals: dict[str, int]
+    releases: int
+    reputation: dict[str, tuple[float, int]]
+    rounds_done: int
+    method_state: ServerState | None
+
+
+def snapshot(strategy: Resumable) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """JSON-able state and arrays (the method's statistics reference)."""
     state: dict[str, Any] = {
         "history": [{k: v for k, v in rec.items() if k != "projector"} for rec in strategy.history],
@@ -26,7 +36,7 @@ def snapshot(strategy: FedSenseStrategy) -> tuple[dict[str, Any], dict[str, np.n
     return state, arrays
 
 
-def restore(strategy: FedSenseStrategy, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+def restore(strategy: Resumable, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
     """Continue from a :func:`snapshot`; the rounds are counted on."""
     strategy.history = list(state["history"])
     strategy.totals = {**strategy.totals, **{k: int(v) for k, v in state["totals"].items()}}

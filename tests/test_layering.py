@@ -37,8 +37,9 @@ def _typing_only(node: ast.stmt) -> bool:
 def _imports(name: str, top_level_only: bool) -> set[str]:
     """Modules ``name`` imports (``from a import b`` counts ``a.b`` when that is a module)."""
     tree = ast.parse(MODULES[name].read_text())
-    nodes = tree.body if top_level_only else list(ast.walk(tree))
-    if top_level_only:  # also what sits under module-level if/try blocks, not under def or class
+    if not top_level_only:
+        nodes = list(ast.walk(tree))
+    else:  # also what sits under module-level if/try blocks, not under def or class
         stack, nodes = list(tree.body), []
         while stack:
             node = stack.pop()
