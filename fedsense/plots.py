@@ -24,6 +24,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from fedsense.report import dotted  # noqa: E402
 
 Series = list[tuple[float, float]]  # (round, value)
+DPI = 110
+CURVES = (8.0, 4.8)  # inches: the macro-F1 figure
+PANEL = (4.0, 3.8)  # inches: one panel of the per-branch and self-training figures
 
 
 def series(records: Sequence[Mapping[str, Any]], key: str) -> Series:
@@ -56,7 +59,7 @@ def _panel(ax, title: str, lines: list[tuple[str, Series, str, str]], guide: flo
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
 
@@ -70,7 +73,7 @@ def learning_curves(runs: Mapping[str, Sequence[Mapping[str, Any]]], out_dir: st
     colours = plt.get_cmap("tab10")
     colour = {label: colours(i % 10) for i, label in enumerate(runs)}
 
-    fig, ax = plt.subplots(figsize=(8, 4.8))
+    fig, ax = plt.subplots(figsize=CURVES)
     lines = []
     for label, records in runs.items():
         lines.append((f"{label}: target", series(records, "target.macro_f1"), colour[label], "-"))
@@ -82,7 +85,7 @@ def learning_curves(runs: Mapping[str, Sequence[Mapping[str, Any]]], out_dir: st
 
     branches = sorted({b for records in runs.values() for rec in records for b in (dotted(rec, "adapt.disc_acc") or {})})
     if branches:
-        fig, axes = plt.subplots(1, len(branches), figsize=(4 * len(branches), 3.8), squeeze=False)
+        fig, axes = plt.subplots(1, len(branches), figsize=(PANEL[0] * len(branches), PANEL[1]), squeeze=False)
         for ax, b in zip(axes[0], branches):
             _panel(ax, f"discriminator accuracy: {b}",
                    [(label, series(records, f"adapt.disc_acc.{b}"), colour[label], "-")
@@ -95,7 +98,7 @@ def learning_curves(runs: Mapping[str, Sequence[Mapping[str, Any]]], out_dir: st
         keys = (("min_class_share", "smallest predicted class share\n(collapse: 0)"),
                 ("confident", "windows with a confident\npseudo-label"),
                 ("kept", "targets keeping their\nself-training step"))
-        fig, axes = plt.subplots(1, len(keys), figsize=(12, 3.8), squeeze=False)
+        fig, axes = plt.subplots(1, len(keys), figsize=(PANEL[0] * len(keys), PANEL[1]), squeeze=False)
         for ax, (key, title) in zip(axes[0], keys):
             _panel(ax, title, [(label, series(records, f"adapt.targets.{key}"), colour[label], "-")
                                for label, records in runs.items()])

@@ -149,14 +149,20 @@ def test_a_failed_run_is_reported_as_failed(tmp_path: Path):
 def test_plot_and_compare_on_real_run_directories(smoke_run: Path, tmp_path: Path, capsys):
     from PIL import Image
 
+    from fedsense.plots import CURVES, DPI, PANEL
     from fedsense_tools.cli import main
 
     central = run_experiment(SYNTHETIC, ["fed.mode=centralized", "fed.rounds=2", f"data.cache_dir={tmp_path / 'c'}"],
                              out=str(tmp_path / "central"))
     assert main(["plot", str(smoke_run), str(central), "--out", str(tmp_path / "plots")]) == 0
+    panel = (round(PANEL[0] * DPI), round(PANEL[1] * DPI))
     for name in ("macro_f1.png", "disc_acc.png"):  # the M3BAT run has discriminators to show
         with Image.open(tmp_path / "plots" / name) as png:
-            assert png.format == "PNG" and png.size[0] >= 400 and png.size[1] >= 250
+            assert png.format == "PNG"
+            if name == "macro_f1.png":
+                assert png.size == (round(CURVES[0] * DPI), round(CURVES[1] * DPI))
+            else:  # one panel per branch
+                assert png.size[1] == panel[1] and png.size[0] % panel[0] == 0 and png.size[0] >= 2 * panel[0]
             assert len(png.convert("RGB").getcolors(maxcolors=100_000)) > 10  # drawn, not blank
     capsys.readouterr()
     assert main(["compare", str(smoke_run), str(central)]) == 0
