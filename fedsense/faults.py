@@ -4,8 +4,10 @@ Which clients are faulty is fixed by ``faults.seed``: the clients are put in
 a seeded random order and the first ``round(crash * n)`` crash, the next
 ``round(timeout * n)`` time out, and so on through :data:`FAULT_KINDS`. A
 client needs its partition id and the number of partitions to know its
-fault, so faults exist in simulations only. The tampering itself is plain
-numpy; the ClientApp applies it. The ``*_lie`` kinds and ``malformed`` leave
+fault, so faults exist in simulations only. What a faulty client does is
+plain numpy here; the ClientApp's Flower mod (``fl_client.fault_mod``) applies
+it to messages, the data loader (``fedsense.data.clients``) flips a
+``label_flip`` client's labels. The ``*_lie`` kinds and ``malformed`` leave
 training alone and change what the reply says (:func:`lie`).
 """
 
@@ -32,6 +34,9 @@ def fault_of(cfg: FaultsConfig, client: int, num_clients: int) -> str | None:
             return kind
         start += count
     return None
+
+
+TAMPERING = ("nan", "sign_flip", "scale")  # faults that change the trained arrays sent
 
 
 def tamper(

@@ -32,7 +32,6 @@ from fedsense.data.missing import conform
 from fedsense.devicestate import load_local, save_local
 from fedsense.embeddings import class_centroids
 from fedsense.engine import evaluate as evaluate_model
-from fedsense.faults import LIES, fault_of, flip_labels, lie, tamper
 from fedsense.methods import METHODS, Method, Step
 from fedsense.methods.base import METHOD_STATE
 from fedsense.models import DataSpec, MultimodalNet
@@ -42,10 +41,12 @@ from fedsense.privacy import clip_update
 from fedsense.runconfig import config_from_run
 from flwr.clientapp import ClientApp
 
+from fl_client.fault_mod import inject_faults
+
 LOCAL_STATE = "fedsense-local"  # context.state key of the device-only arrays
 RESIDUAL_STATE = "fedsense-residual"  # context.state key of error feedback's rounding residual
 
-app = ClientApp()
+app = ClientApp(mods=[inject_faults])  # a no-op unless the run's faults: section names this client
 log = logging.getLogger("fedsense.client")
 
 Handler = Callable[[Message, Context], Message]
@@ -188,15 +189,6 @@ def _identity(data: ClientData) -> dict[str, int]:
     return {protocol.IS_TARGET: int(data.role == "target"), protocol.PARTITION: data.partition_id}
 
 
-def _fault(cfg: Config, data: ClientData, context: Context) -> str | None:
-    """This simulated client's injected fault (``faults:``), if any; a real
-    device (no number of partitions) has none."""
-    total = context.node_config.get(protocol.NODE_NUM_PARTITIONS)
-    if total is None or data.partition_id < 0:
-        return None
-    return fault_of(cfg.faults, data.partition_id, int(total))  # type: ignore[arg-type]
-
-
 @app.train()
 @refuses_bad_input
 def train(msg: Message, context: Context) -> Message:
@@ -204,14 +196,6 @@ def train(msg: Message, context: Context) -> Message:
     method, sharing, step = _setup(msg, context, phase=0)
     cfg, data, model = step.cfg, step.data, step.model
     config = msg.content[protocol.CONFIG]
-    fault = _fault(cfg, data, context)
-    if fault == "crash":
-        raise RuntimeError(f"injected fault: client {data.partition_id} crashes (faults.crash)")
-    if fault == "timeout":
-        time.sleep(cfg.fed.timeout + 1.0)  # the server has stopped waiting by then
-    if fault == "label_flip":
-        num_classes = int(config[protocol.CFG_NUM_CLASSES])
-        step.data = replace(data, train=replace(data.train, y=flip_labels(data.train.y, num_classes)))
     result = method.train(step)
     _keep_local(cfg, data, context, msg, model, sharing, step.state)
     numbers = {
@@ -220,14 +204,10 @@ def train(msg: Message, context: Context) -> Message:
         protocol.COMPUTE_SECONDS: time.process_time() - started,
         **_identity(data),
     }
-    if fault in LIES:
-        lie(fault, "train", numbers, result.records, np.random.default_rng([cfg.faults.seed, step.seed]))
     metrics = MetricRecord(numbers)
     shared = shared_arrays(model, sharing)
     if protocol.CFG_CLIPPING_NORM in config:  # privacy.dp: Flower's client-side fixed clipping
         shared = clip_update(shared, _arrays(msg.content[protocol.ARRAYS]), float(config[protocol.CFG_CLIPPING_NORM]))
-    if fault in ("nan", "sign_flip", "scale"):
-        shared = tamper(fault, shared, _arrays(msg.content[protocol.ARRAYS]), cfg.faults.scale_factor)
     update = _packed_update(cfg, msg, context, shared, _state_dir(cfg, data, context))
     records = {name: _record(arrays) for name, arrays in result.records.items()}
     return Message(RecordDict({**update, **records, protocol.METRICS: metrics}), reply_to=msg)
@@ -293,10 +273,6 @@ def evaluate(msg: Message, context: Context) -> Message:
         protocol.COMPUTE_SECONDS: time.process_time() - started,
         **_identity(data),
     }
-    if (fault := _fault(cfg, data, context)) in LIES:
-        lie(fault, "evaluate", numbers, result.records, np.random.default_rng([cfg.faults.seed, step.seed]))
-        for name, arrays in result.records.items():
-            content[name] = _record(arrays)
     content[protocol.METRICS] = MetricRecord(numbers)
     return Message(content, reply_to=msg)
 

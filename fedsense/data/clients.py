@@ -4,7 +4,9 @@ In simulation a client is a partition of the configured dataset (one per
 subject); on a real device it is the npz file its SuperNode points at. A
 target client's training labels are removed here, before any training code
 sees them, so no method can use them by accident (unless
-``data.target_labels: visible``, the target-oracle ceiling).
+``data.target_labels: visible``, the target-oracle ceiling). A simulated
+client given the ``label_flip`` fault (``faults:``) gets its training labels
+flipped here: everything it does with them is poisoned alike.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from fedsense.data import partition as partitioning  # module attribute: tests r
 from fedsense.data.missing import apply_missing
 from fedsense.data.npz import load_npz
 from fedsense.data.synthetic import make_synthetic_subject
+from fedsense.faults import fault_of, flip_labels
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,8 @@ def _finish(
         drops = (cfg.data.drop_modality, cfg.data.drop_window)
         train = apply_missing(train, pid, num_devices, cfg.seed, *drops, part=0)
         test = apply_missing(test, pid, num_devices, cfg.seed, *drops, part=1)
+    if num_devices is not None and fault_of(cfg.faults, pid, num_devices) == "label_flip":
+        train = replace(train, y=flip_labels(train.y, max(train.num_classes, test.num_classes)))
     if role == "target" and cfg.data.target_labels == "hidden":
         train = hide_labels(train)
     return ClientData(train=train, test=test, role=role, partition_id=pid)

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
-from flwr.app import (
-    Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, Metadata, RecordDict,
-)
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MessageType, RecordDict
 
 from fedsense import protocol
 from fedsense.config import ConfigError
@@ -16,38 +12,9 @@ from fedsense.data.base import DatasetError
 from fedsense.methods import METHODS
 from fedsense.models import DataSpec, build_model
 from fedsense.params import shared_arrays
-from fedsense.compression import decode
-from fl_client.client_app import LOCAL_STATE, RESIDUAL_STATE, evaluate, query, train
+from fl_client.client_app import LOCAL_STATE, evaluate, query, train
 from tests.conftest import SYNTHETIC
-
-
-def _context(pid: int, tmp_path, overrides: str = "") -> Context:
-    run_config = {
-        protocol.RUN_CONFIG_FILE: str(SYNTHETIC),
-        protocol.RUN_OVERRIDES: f"data.cache_dir={tmp_path / 'cache'}\n{overrides}",
-    }
-    node_config = {protocol.NODE_PARTITION_ID: pid, protocol.NODE_NUM_PARTITIONS: 6}
-    return Context(run_id=1, node_id=100 + pid, node_config=node_config, state=RecordDict(), run_config=run_config)
-
-
-def _global_arrays(cfg_model, seed: int = 0) -> dict[str, np.ndarray]:
-    spec = DataSpec({"acc": (3, 64), "gyro": (3, 64)}, num_classes=4)
-    return shared_arrays(build_model(spec, cfg_model, seed=seed), METHODS["none"])
-
-
-def _message(kind: str, arrays: dict[str, np.ndarray] | None, server_round: int = 1) -> Message:
-    content = RecordDict(
-        {protocol.CONFIG: ConfigRecord({protocol.CFG_ROUND: server_round, protocol.CFG_NUM_CLASSES: 4})}
-    )
-    if arrays is not None:
-        content[protocol.ARRAYS] = ArrayRecord({k: Array(v) for k, v in arrays.items()})
-    # Explicit metadata, as the runtime would set it (no SuperLink in this test).
-    metadata = Metadata(
-        run_id=1, message_id=f"msg-{kind}-{server_round}", src_node_id=0, dst_node_id=101,
-        reply_to_message_id="", group_id=str(server_round), created_at=time.time(),
-        ttl=3600.0, message_type=kind,
-    )
-    return Message(content=content, metadata=metadata)
+from tests.fl_client.messages import device_context, global_arrays, server_message
 
 
 @pytest.fixture
@@ -56,8 +23,8 @@ def model_cfg(synthetic_cfg):
 
 
 def test_train_reply_has_shared_arrays_and_metrics(tmp_path, model_cfg):
-    start = _global_arrays(model_cfg)
-    reply = train(_message(MessageType.TRAIN, start), _context(0, tmp_path))
+    start = global_arrays(model_cfg)
+    reply = train(server_message(MessageType.TRAIN, start), device_context(0, tmp_path))
     arrays = {k: v.numpy() for k, v in reply.content[protocol.ARRAYS].items()}
     assert set(arrays) == set(start)
     assert any(not np.array_equal(arrays[k], start[k]) for k in start), "training changed nothing"
@@ -69,8 +36,8 @@ def test_train_reply_has_shared_arrays_and_metrics(tmp_path, model_cfg):
 
 
 def test_target_client_does_not_train_source_only(tmp_path, model_cfg):
-    start = _global_arrays(model_cfg)
-    reply = train(_message(MessageType.TRAIN, start), _context(5, tmp_path))  # subject 6: target
+    start = global_arrays(model_cfg)
+    reply = train(server_message(MessageType.TRAIN, start), device_context(5, tmp_path))  # subject 6: target
     metrics = reply.content[protocol.METRICS]
     assert metrics[protocol.IS_TARGET] == 1
     assert metrics[protocol.NUM_EXAMPLES] == 0
@@ -79,17 +46,17 @@ def test_target_client_does_not_train_source_only(tmp_path, model_cfg):
 
 
 def test_train_is_deterministic_per_round_and_client(tmp_path, model_cfg):
-    start = _global_arrays(model_cfg)
-    a = train(_message(MessageType.TRAIN, start), _context(1, tmp_path))
-    b = train(_message(MessageType.TRAIN, start), _context(1, tmp_path))
-    c = train(_message(MessageType.TRAIN, start, server_round=2), _context(1, tmp_path))
+    start = global_arrays(model_cfg)
+    a = train(server_message(MessageType.TRAIN, start), device_context(1, tmp_path))
+    b = train(server_message(MessageType.TRAIN, start), device_context(1, tmp_path))
+    c = train(server_message(MessageType.TRAIN, start, server_round=2), device_context(1, tmp_path))
     key = next(iter(start))
     assert np.array_equal(a.content[protocol.ARRAYS][key].numpy(), b.content[protocol.ARRAYS][key].numpy())
     assert not np.array_equal(a.content[protocol.ARRAYS][key].numpy(), c.content[protocol.ARRAYS][key].numpy())
 
 
 def test_evaluate_returns_flat_confusion_of_held_out_windows(tmp_path, model_cfg):
-    reply = evaluate(_message(MessageType.EVALUATE, _global_arrays(model_cfg)), _context(5, tmp_path))
+    reply = evaluate(server_message(MessageType.EVALUATE, global_arrays(model_cfg)), device_context(5, tmp_path))
     metrics = reply.content[protocol.METRICS]
     confusion = np.asarray(metrics[protocol.CONFUSION])
     assert confusion.shape == (16,)
@@ -99,7 +66,7 @@ def test_evaluate_returns_flat_confusion_of_held_out_windows(tmp_path, model_cfg
 
 
 def test_query_describes_data_without_samples(tmp_path):
-    reply = query(_message(protocol.QUERY_MESSAGE, None), _context(2, tmp_path))
+    reply = query(server_message(protocol.QUERY_MESSAGE, None), device_context(2, tmp_path))
     metrics = dict(reply.content[protocol.METRICS])
     spec = DataSpec.from_metrics(metrics)
     assert spec.shapes == {"acc": (3, 64), "gyro": (3, 64)}
@@ -109,7 +76,7 @@ def test_query_describes_data_without_samples(tmp_path):
 
 
 def _device_context(data_path: str, tmp_path) -> Context:
-    ctx = _context(0, tmp_path)
+    ctx = device_context(0, tmp_path)
     return Context(run_id=1, node_id=7, node_config={protocol.NODE_DATA_PATH: data_path},
                    state=RecordDict(), run_config=ctx.run_config)
 
@@ -120,7 +87,7 @@ def test_bad_device_data_is_an_error_reply_naming_the_problem(tmp_path, model_cf
     broken = tmp_path / "broken.npz"
     np.savez(broken, x_acc=np.zeros((4, 3, 64), np.float32), subject=np.zeros(4, np.int64))  # no "y"
     for path, named in [(str(tmp_path / "absent.npz"), "absent.npz"), (str(broken), "'y'")]:
-        reply = handler(_message(kind, _global_arrays(model_cfg)), _device_context(path, tmp_path))
+        reply = handler(server_message(kind, global_arrays(model_cfg)), _device_context(path, tmp_path))
         assert reply.has_error() and not reply.has_content()
         assert reply.error.code == protocol.ERROR_BAD_INPUT
         assert reply.error.reason.startswith("DatasetError: ") and named in reply.error.reason
@@ -130,30 +97,30 @@ def test_bad_device_data_is_an_error_reply_naming_the_problem(tmp_path, model_cf
 def test_a_bug_is_not_disguised_as_bad_input(tmp_path, model_cfg):
     # Only bad input becomes an error reply; anything else still raises (Flower
     # then reports it with its traceback in the device's log).
-    arrays = _global_arrays(model_cfg)
+    arrays = global_arrays(model_cfg)
     del arrays[next(iter(arrays))]
     with pytest.raises(Exception) as info:
-        train(_message(MessageType.TRAIN, arrays), _context(0, tmp_path))
+        train(server_message(MessageType.TRAIN, arrays), device_context(0, tmp_path))
     assert not isinstance(info.value, (ConfigError, DatasetError))
 
 
 def test_mismatched_global_arrays_fail_with_clear_error(tmp_path, model_cfg):
-    arrays = _global_arrays(model_cfg)
+    arrays = global_arrays(model_cfg)
     key = next(iter(arrays))
     arrays[key] = np.zeros((1, 2, 3), dtype=np.float32)
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
-        train(_message(MessageType.TRAIN, arrays), _context(0, tmp_path))
+        train(server_message(MessageType.TRAIN, arrays), device_context(0, tmp_path))
 
 
 def test_local_state_is_kept_in_context_and_reloaded_next_round(tmp_path, model_cfg):
-    ctx = _context(0, tmp_path)
-    start = _global_arrays(model_cfg)
-    train(_message(MessageType.TRAIN, start), ctx)
+    ctx = device_context(0, tmp_path)
+    start = global_arrays(model_cfg)
+    train(server_message(MessageType.TRAIN, start), ctx)
     assert LOCAL_STATE in ctx.state  # num_batches_tracked lives on the device
     local = {k: v.numpy() for k, v in ctx.state[LOCAL_STATE].items()}
     assert local and all(k.endswith("num_batches_tracked") for k in local)
     assert all(v.shape == () and int(v) > 0 for v in local.values())
-    train(_message(MessageType.TRAIN, start, server_round=2), ctx)  # loads the state back
+    train(server_message(MessageType.TRAIN, start, server_round=2), ctx)  # loads the state back
     again = {k: int(v.numpy()) for k, v in ctx.state[LOCAL_STATE].items()}
     assert all(again[k] == 2 * int(local[k]) for k in local)  # counted on across rounds
 
@@ -163,10 +130,10 @@ def test_fedbn_target_evaluates_with_statistics_of_its_own_windows(tmp_path, mod
     under the weights being evaluated, and stay on the device."""
     from fedsense.params import shared_arrays as shared
 
-    ctx = _context(5, tmp_path, "adapt.method=fedbn_stats")  # subject 6: the target
+    ctx = device_context(5, tmp_path, "adapt.method=fedbn_stats")  # subject 6: the target
     arrays = shared(build_model(DataSpec({"acc": (3, 64), "gyro": (3, 64)}, 4), model_cfg), METHODS["fedbn_stats"])
     assert not any(k.endswith("running_mean") for k in arrays)  # statistics never travel
-    evaluate(_message(MessageType.EVALUATE, arrays), ctx)
+    evaluate(server_message(MessageType.EVALUATE, arrays), ctx)
     local = {k: v.numpy() for k, v in ctx.state[LOCAL_STATE].items()}
     means = [v for k, v in local.items() if k.endswith("running_mean")]
     assert means and all(np.abs(m).sum() > 0 for m in means)  # not the 0/1 of a fresh layer
@@ -180,7 +147,7 @@ def test_a_device_logs_each_message_with_its_process_start_up_cost(tmp_path, mod
     age = process_age()
     assert age is not None and 0 < age < 24 * 3600  # this test process started a while ago, not in the future
     path = save_npz(make_synthetic_subject(load_cfg().data.synthetic, 0, 2), tmp_path / "device.npz")
-    reply = query(_message(protocol.QUERY_MESSAGE, None), _device_context(str(path), tmp_path))
+    reply = query(server_message(protocol.QUERY_MESSAGE, None), _device_context(str(path), tmp_path))
     assert not reply.has_error()
     line = [ln for ln in capfd.readouterr().err.splitlines() if "fedsense client" in ln][-1]
     assert line.startswith(f"fedsense client INFO {protocol.QUERY_MESSAGE} took ")
@@ -193,20 +160,6 @@ def load_cfg():
     return load(SYNTHETIC)
 
 
-def test_injected_faults_change_what_a_simulated_client_sends(tmp_path, model_cfg):
-    start = _global_arrays(model_cfg)
-    honest = train(_message(MessageType.TRAIN, start), _context(0, tmp_path))
-    honest_w = {k: v.numpy() for k, v in honest.content[protocol.ARRAYS].items()}
-    flipped = train(_message(MessageType.TRAIN, start), _context(0, tmp_path, "faults.sign_flip=1.0"))
-    for key, value in flipped.content[protocol.ARRAYS].items():
-        if np.issubdtype(value.numpy().dtype, np.floating):
-            np.testing.assert_allclose(value.numpy(), 2 * start[key] - honest_w[key], rtol=1e-5, atol=1e-6)
-    with pytest.raises(RuntimeError, match="injected fault: client 0 crashes"):
-        train(_message(MessageType.TRAIN, start), _context(0, tmp_path, "faults.crash=1.0"))
-    wrong = train(_message(MessageType.TRAIN, start), _context(0, tmp_path, "faults.label_flip=1.0"))
-    assert wrong.content[protocol.METRICS][protocol.LOSS_TASK] != honest.content[protocol.METRICS][protocol.LOSS_TASK]
-
-
 def _update_norm(reply, start) -> float:
     arrays = {k: v.numpy() for k, v in reply.content[protocol.ARRAYS].items()}
     return float(np.sqrt(sum(np.sum((arrays[k].astype(np.float64) - start[k]) ** 2)
@@ -214,88 +167,31 @@ def _update_norm(reply, start) -> float:
 
 
 def test_the_update_is_clipped_when_the_server_asks(tmp_path, model_cfg):
-    start = _global_arrays(model_cfg)
-    free = _update_norm(train(_message(MessageType.TRAIN, start), _context(0, tmp_path)), start)
-    msg = _message(MessageType.TRAIN, start)
+    start = global_arrays(model_cfg)
+    free = _update_norm(train(server_message(MessageType.TRAIN, start), device_context(0, tmp_path)), start)
+    msg = server_message(MessageType.TRAIN, start)
     msg.content[protocol.CONFIG][protocol.CFG_CLIPPING_NORM] = free / 4
-    clipped = _update_norm(train(msg, _context(0, tmp_path)), start)
+    clipped = _update_norm(train(msg, device_context(0, tmp_path)), start)
     assert clipped == pytest.approx(free / 4, rel=1e-4)
 
 
 def test_device_state_outlives_the_run_on_the_devices_disk(tmp_path, model_cfg):
     """A resumed run is a new Flower run with an empty context.state: the
     device's own parameters come back from its disk (fedsense.devicestate)."""
-    start = _global_arrays(model_cfg)
+    start = global_arrays(model_cfg)
     run = f"output.dir={tmp_path / 'run'}"
-    first = _context(0, tmp_path, run)
-    train(_message(MessageType.TRAIN, start), first)
+    first = device_context(0, tmp_path, run)
+    train(server_message(MessageType.TRAIN, start), first)
     counts = {k: int(v.numpy()) for k, v in first.state[LOCAL_STATE].items()}
     assert (tmp_path / "run" / "devices" / "0" / "local-0001-0.npz").exists()
 
-    resumed = _context(0, tmp_path, run)  # new run, same device
-    train(_message(MessageType.TRAIN, start, server_round=2), resumed)
+    resumed = device_context(0, tmp_path, run)  # new run, same device
+    train(server_message(MessageType.TRAIN, start, server_round=2), resumed)
     assert {k: int(v.numpy()) for k, v in resumed.state[LOCAL_STATE].items()} == {k: 2 * c for k, c in counts.items()}
 
-    elsewhere = _context(0, tmp_path, f"output.dir={tmp_path / 'other'}")  # nothing stored there: starts over
-    train(_message(MessageType.TRAIN, start, server_round=2), elsewhere)
+    elsewhere = device_context(0, tmp_path, f"output.dir={tmp_path / 'other'}")  # nothing stored there: starts over
+    train(server_message(MessageType.TRAIN, start, server_round=2), elsewhere)
     assert {k: int(v.numpy()) for k, v in elsewhere.state[LOCAL_STATE].items()} == counts
-
-
-def _compressed(start, encoding: str, server_round: int = 1) -> Message:
-    msg = _message(MessageType.TRAIN, start, server_round)
-    msg.content[protocol.CONFIG][protocol.CFG_UPDATE_ENCODING] = encoding
-    return msg
-
-
-def _sent(reply, start, encoding: str) -> dict[str, np.ndarray]:
-    record = reply.content[protocol.UPDATE]
-    return decode(record[protocol.UPDATE_VALUES].numpy(), record[protocol.UPDATE_SCALES].numpy(), start, encoding)
-
-
-@pytest.mark.parametrize("encoding, itemsize", [("float16", 2), ("int8", 1)])
-def test_a_compressed_update_is_the_change_in_one_small_array(tmp_path, model_cfg, encoding, itemsize):
-    start = _global_arrays(model_cfg)
-    plain = train(_message(MessageType.TRAIN, start), _context(0, tmp_path))
-    trained = {k: v.numpy() for k, v in plain.content[protocol.ARRAYS].items()}
-    reply = train(_compressed(start, encoding), _context(0, tmp_path))
-    assert protocol.ARRAYS not in reply.content.array_records
-    values = reply.content[protocol.UPDATE][protocol.UPDATE_VALUES].numpy()
-    assert values.dtype.itemsize == itemsize and values.size == sum(v.size for v in start.values())
-    sent = _sent(reply, start, encoding)
-    for k in start:  # same training, rounded on the way
-        step = np.max(np.abs(trained[k] - start[k])) / 127 if encoding == "int8" else 1e-3 * np.max(np.abs(trained[k]))
-        assert np.max(np.abs(sent[k] - trained[k])) <= step / 2 + 1e-6, k
-
-
-def test_error_feedback_adds_last_rounds_rounding_error_to_this_rounds_update(tmp_path, model_cfg):
-    """Training does not depend on the encoding, so a float32 twin gives what
-    the device learned in round 2; what it sends plus what it keeps must be
-    that plus the residual round 1 left in context.state."""
-    start = _global_arrays(model_cfg)
-    feedback, twin = _context(0, tmp_path), _context(0, tmp_path)
-    train(_compressed(start, "int8"), feedback)
-    train(_message(MessageType.TRAIN, start), twin)
-    residual = {k: v.numpy() for k, v in feedback.state[RESIDUAL_STATE].items()}
-    assert set(residual) == set(start) and any(np.abs(r).max() > 0 for r in residual.values())
-
-    sent = _sent(train(_compressed(start, "int8", 2), feedback), start, "int8")
-    learned = {k: v.numpy() for k, v in train(_message(MessageType.TRAIN, start, 2), twin).content[protocol.ARRAYS].items()}
-    kept = {k: v.numpy() for k, v in feedback.state[RESIDUAL_STATE].items()}
-    for k in start:
-        np.testing.assert_allclose(sent[k] - start[k] + kept[k], learned[k] - start[k] + residual[k], atol=1e-6)
-
-
-def test_without_error_feedback_nothing_is_kept(tmp_path, model_cfg):
-    start = _global_arrays(model_cfg)
-    context = _context(0, tmp_path, "fed.error_feedback=false")
-    train(_compressed(start, "int8"), context)
-    assert RESIDUAL_STATE not in context.state
-
-
-def test_an_unknown_encoding_is_refused_by_the_device_naming_it(tmp_path, model_cfg):
-    start = _global_arrays(model_cfg)
-    reply = train(_compressed(start, "int3"), _context(0, tmp_path))
-    assert reply.has_error() and "update encoding 'int3'" in reply.error.reason
 
 
 @pytest.mark.parametrize("method", ["none", "m3bat"])
@@ -311,9 +207,9 @@ def test_a_device_without_a_modality_trains_and_evaluates(tmp_path, model_cfg, m
     cfg = load(SYNTHETIC, [f"adapt.method={method}", "adapt.alignment=federated"])
     start = shared_arrays(model, Sharing(METHODS[method], cfg))
     settings = f"data.drop_modality={{gyro: 1.0}}\nadapt.method={method}\nadapt.alignment=federated"
-    msg = _message(MessageType.TRAIN, start)
+    msg = server_message(MessageType.TRAIN, start)
     msg.content[protocol.CONFIG][protocol.CFG_COEFF] = 0.5
-    reply = train(msg, _context(1, tmp_path, settings))
+    reply = train(msg, device_context(1, tmp_path, settings))
     assert not reply.has_error(), reply.error.reason if reply.has_error() else ""
     metrics = reply.content[protocol.METRICS]
     assert metrics[protocol.modality_windows_key("gyro")] == 0 and metrics[protocol.modality_windows_key("acc")] > 0
@@ -323,7 +219,7 @@ def test_a_device_without_a_modality_trains_and_evaluates(tmp_path, model_cfg, m
     assert any(not np.array_equal(trained[k], start[k]) for k in start if k.startswith("encoders.acc."))
     if method == "m3bat":  # no adversarial step on the missing branch; the others took theirs
         assert metrics[protocol.loss_domain_key("gyro")] == 0.0 and metrics[protocol.loss_domain_key("acc")] > 0
-    result = evaluate(_message(MessageType.EVALUATE, trained), _context(1, tmp_path, settings))
+    result = evaluate(server_message(MessageType.EVALUATE, trained), device_context(1, tmp_path, settings))
     assert sum(result.content[protocol.METRICS][protocol.CONFUSION]) > 0
 
 
@@ -334,15 +230,15 @@ def test_a_real_device_without_a_sensor_runs_the_federations_model_with_it_maske
     from fedsense.data.npz import save_npz
     from fedsense.runconfig import config_from_run
 
-    cfg = config_from_run(_context(2, tmp_path).run_config)
+    cfg = config_from_run(device_context(2, tmp_path).run_config)
     whole = load_client_data(cfg, {"partition-id": 2, "num-partitions": 6}).train
     only_acc = Dataset(x={"acc": whole.x["acc"]}, y=whole.y, subject=whole.subject, domain=whole.domain)
     path = save_npz(only_acc, tmp_path / "watch.npz")
-    start = _global_arrays(model_cfg)
+    start = global_arrays(model_cfg)
     ctx = _device_context(str(path), tmp_path)
-    asked = query(_message(protocol.QUERY_MESSAGE, None), ctx).content[protocol.METRICS]
+    asked = query(server_message(protocol.QUERY_MESSAGE, None), ctx).content[protocol.METRICS]
     assert "shape.acc.channels" in asked and "shape.gyro.channels" not in asked  # it says what it has
-    msg = _message(MessageType.TRAIN, start)
+    msg = server_message(MessageType.TRAIN, start)
     msg.content[protocol.CONFIG].update({"shape.acc.channels": 3, "shape.acc.steps": 64,
                                          "shape.gyro.channels": 3, "shape.gyro.steps": 64})
     reply = train(msg, ctx)
@@ -350,7 +246,7 @@ def test_a_real_device_without_a_sensor_runs_the_federations_model_with_it_maske
     assert reply.content[protocol.METRICS][protocol.modality_windows_key("gyro")] == 0
     trained = {k: v.numpy() for k, v in reply.content[protocol.ARRAYS].items()}
     assert all(np.array_equal(trained[k], start[k]) for k in start if k.startswith("encoders.gyro."))
-    wrong = _message(MessageType.TRAIN, start)
+    wrong = server_message(MessageType.TRAIN, start)
     wrong.content[protocol.CONFIG].update({"shape.acc.channels": 3, "shape.acc.steps": 128,
                                            "shape.gyro.channels": 3, "shape.gyro.steps": 64})
     refused = train(wrong, ctx)
@@ -366,14 +262,14 @@ def test_an_adabn_target_adapts_with_forward_passes_only(tmp_path, model_cfg, mo
     def refuse(*args, **kwargs):
         raise AssertionError("a backward pass ran on a backprop-free device")
 
-    start = _global_arrays(model_cfg)
-    ctx = _context(5, tmp_path, "adapt.method=adabn")  # partition 5: the synthetic target
+    start = global_arrays(model_cfg)
+    ctx = device_context(5, tmp_path, "adapt.method=adabn")  # partition 5: the synthetic target
     monkeypatch.setattr(torch.Tensor, "backward", refuse)
     monkeypatch.setattr(torch.autograd, "backward", refuse)
-    reply = train(_message(MessageType.TRAIN, start), ctx)
+    reply = train(server_message(MessageType.TRAIN, start), ctx)
     metrics = reply.content[protocol.METRICS]
     assert metrics[protocol.IS_TARGET] == 1 and metrics[protocol.TRAIN_STEPS] == 0 and metrics[protocol.NUM_EXAMPLES] == 0
-    adapted = evaluate(_message(MessageType.EVALUATE, start), ctx).content[protocol.METRICS]
+    adapted = evaluate(server_message(MessageType.EVALUATE, start), ctx).content[protocol.METRICS]
     # the same target without renormalising: the global statistics
     from fedsense.data.clients import load_client_data
     from fedsense.runconfig import config_from_run
@@ -394,20 +290,20 @@ def test_a_generated_target_takes_the_servers_statistics_without_a_backward_pass
     def refuse(*args, **kwargs):
         raise AssertionError("a backward pass ran on a backprop-free device")
 
-    start = _global_arrays(model_cfg)
-    source, target = _context(0, tmp_path, "adapt.method=generated"), _context(5, tmp_path, "adapt.method=generated")
-    told = evaluate(_message(MessageType.EVALUATE, start), source).content
+    start = global_arrays(model_cfg)
+    source, target = device_context(0, tmp_path, "adapt.method=generated"), device_context(5, tmp_path, "adapt.method=generated")
+    told = evaluate(server_message(MessageType.EVALUATE, start), source).content
     assert set(told[protocol.NORM].keys()) == set(norm_keys(build_model(
         DataSpec({"acc": (3, 64), "gyro": (3, 64)}, 4), model_cfg)))
     assert len(told[protocol.METRICS][protocol.DESCRIPTOR]) == 2 * (3 + 3)
 
     monkeypatch.setattr(torch.Tensor, "backward", refuse)
     monkeypatch.setattr(torch.autograd, "backward", refuse)
-    train(_message(MessageType.TRAIN, start), target)
-    plain = evaluate(_message(MessageType.EVALUATE, start), target).content
+    train(server_message(MessageType.TRAIN, start), target)
+    plain = evaluate(server_message(MessageType.EVALUATE, start), target).content
     assert protocol.NORM not in plain.array_records  # a target sends its descriptor only
     generated = {k: v.numpy() for k, v in told[protocol.NORM].items()}  # say, the source's statistics
-    msg = _message(MessageType.EVALUATE, start)
+    msg = server_message(MessageType.EVALUATE, start)
     msg.content[protocol.GENERATED] = ArrayRecord({k: Array(v) for k, v in generated.items()})
     given = evaluate(msg, target).content[protocol.METRICS]
     monkeypatch.undo()
@@ -434,9 +330,9 @@ def test_a_device_never_sends_statistics_of_fewer_windows_than_its_own_floor(tmp
 
     projector = {}
     for floor in (None, 7):  # the server asks for centroids of at least 1 window; 6 held-out windows a class
-        msg = _message(MessageType.EVALUATE, _global_arrays(model_cfg))
+        msg = server_message(MessageType.EVALUATE, global_arrays(model_cfg))
         msg.content[protocol.CONFIG] = ConfigRecord({**dict(msg.content[protocol.CONFIG]), protocol.CFG_PROJECTOR: 1})
-        ctx = _context(0, tmp_path)
+        ctx = device_context(0, tmp_path)
         if floor is not None:
             ctx.node_config = {**ctx.node_config, protocol.NODE_MIN_COUNT: floor}
         projector[floor] = evaluate(msg, ctx).content[protocol.METRICS][protocol.EMBED_COUNT]
@@ -449,15 +345,15 @@ def test_a_device_never_sends_statistics_of_fewer_windows_than_its_own_floor(tmp
                           sharing_of(run_cfg))
     sent = {}
     for floor in (None, 1000):
-        ctx = _context(0, tmp_path, overrides)
+        ctx = device_context(0, tmp_path, overrides)
         if floor is not None:
             ctx.node_config = {**ctx.node_config, protocol.NODE_MIN_COUNT: floor}
-        metrics = evaluate(_message(MessageType.EVALUATE, start), ctx).content[protocol.METRICS]
+        metrics = evaluate(server_message(MessageType.EVALUATE, start), ctx).content[protocol.METRICS]
         sent[floor] = {k: v for k, v in metrics.items() if k.startswith("stats.") and k.endswith("count")}
     assert sent[None] and all(v > 0 for v in sent[None].values())  # 64 training windows >= 8
     assert sent[1000].keys() == sent[None].keys() and not any(sent[1000].values())  # nothing below the device's floor
 
-    bad = _context(0, tmp_path)
+    bad = device_context(0, tmp_path)
     bad.node_config = {**bad.node_config, protocol.NODE_MIN_COUNT: "few"}
-    reply = evaluate(_message(MessageType.EVALUATE, _global_arrays(model_cfg)), bad)
+    reply = evaluate(server_message(MessageType.EVALUATE, global_arrays(model_cfg)), bad)
     assert reply.has_error() and "min-count" in reply.error.reason

@@ -14,7 +14,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, MessageType
 from fedsense import protocol
 from fl_client.client_app import evaluate, query, train
 from tests.conftest import REPO
-from tests.fl_client.test_client_app import _context, _message
+from tests.fl_client.messages import device_context, server_message
 
 from fedsense.methods import METHODS as REGISTRY
 
@@ -64,12 +64,12 @@ def replies(tmp_path: Path, method: tuple[str, str, str], windows: int, encoding
     start = shared_arrays(model, sharing_of(cfg))
     per_client = []
     for pid in (0, 5):  # a source and the target
-        ctx = _context(pid, tmp_path, overrides)
-        found = inventory("query", query(_message(protocol.QUERY_MESSAGE, None), ctx))
-        instruction = _message(MessageType.TRAIN, start)
+        ctx = device_context(pid, tmp_path, overrides)
+        found = inventory("query", query(server_message(protocol.QUERY_MESSAGE, None), ctx))
+        instruction = server_message(MessageType.TRAIN, start)
         instruction.content[protocol.CONFIG][protocol.CFG_UPDATE_ENCODING] = encoding
         found |= inventory("train", train(instruction, ctx))
-        found |= inventory("evaluate", evaluate(_message(MessageType.EVALUATE, start), ctx))
+        found |= inventory("evaluate", evaluate(server_message(MessageType.EVALUATE, start), ctx))
         per_client.append(found)
     # every reply of a round has the same keys and shapes, whatever the role
     exempt = ROLE_ONLY.get(name, set())
@@ -153,9 +153,9 @@ def test_scrambling_target_labels_changes_no_trained_weight(tmp_path, monkeypatc
     start = shared_arrays(model, sharing_of(run_cfg))
     out = {}
     for name in ("true", "scrambled"):
-        ctx = _context(0, tmp_path, f"adapt.method={method}\nadapt.alignment={alignment}")
+        ctx = device_context(0, tmp_path, f"adapt.method={method}\nadapt.alignment={alignment}")
         ctx.node_config = {protocol.NODE_DATA_PATH: str(tmp_path / f"{name}.npz")}
-        msg = _message(MessageType.TRAIN, start, server_round=3)
+        msg = server_message(MessageType.TRAIN, start, server_round=3)
         msg.content[protocol.CONFIG] = ConfigRecord({**dict(msg.content[protocol.CONFIG]), protocol.CFG_COEFF: 0.5})
         if alignment == "statistics":  # a reference to align to (the sources' statistics)
             arrays, counts = to_wire(embedding_stats(model, ds.subset(ds.subject != 6)))
@@ -205,9 +205,9 @@ def test_scrambling_target_labels_changes_nothing_m3bat_local_adapts(tmp_path, m
                           sharing_of(run_cfg))
     out = {}
     for name in ("true", "scrambled"):
-        ctx = _context(0, tmp_path, "adapt.method=m3bat_local\nadapt.self_training_threshold=0")
+        ctx = device_context(0, tmp_path, "adapt.method=m3bat_local\nadapt.self_training_threshold=0")
         ctx.node_config = {protocol.NODE_DATA_PATH: str(tmp_path / f"{name}.npz")}
-        reply = evaluate(_message(MessageType.EVALUATE, start, server_round=3), ctx)
+        reply = evaluate(server_message(MessageType.EVALUATE, start, server_round=3), ctx)
         assert reply.content[protocol.METRICS][protocol.IS_TARGET] == 1
         out[name] = {k: v.numpy() for k, v in ctx.state["fedsense-local"].items()}
         out[name + "-metrics"] = dict(reply.content[protocol.METRICS])
@@ -234,9 +234,9 @@ def test_projector_snapshot_sends_listed_fixed_size_centroids_only(tmp_path):
     start = shared_arrays(model, REG["none"])
     found = []
     for windows in (20, 40):
-        msg = _message(MessageType.EVALUATE, start)
+        msg = server_message(MessageType.EVALUATE, start)
         msg.content[protocol.CONFIG] = ConfigRecord({**dict(msg.content[protocol.CONFIG]), protocol.CFG_PROJECTOR: 3})
-        ctx = _context(5, tmp_path / str(windows), f"data.synthetic.windows_per_class={windows}")
+        ctx = device_context(5, tmp_path / str(windows), f"data.synthetic.windows_per_class={windows}")
         found.append(inventory("evaluate", evaluate(msg, ctx)))
     assert found[0] == found[1]
     assert found[0]["evaluate.embeddings:embed.fused"] == (4, 64)  # K classes x fused width
