@@ -35,7 +35,7 @@ from pathlib import Path
 from common import REPO, machine, write_result
 
 from fedsense.rundir import read_metrics  # noqa: E402
-from fedsense_tools import fleet  # noqa: E402
+from fedsense_tools import fleet, supernodes  # noqa: E402
 from fedsense_tools.experiment import convert, run_experiment  # noqa: E402
 from fedsense_tools.processes import descendants  # noqa: E402
 
@@ -153,10 +153,10 @@ def main() -> None:
         try:
             watch = ClientAppWatch([d.process[0] for d in f.devices])
             watch.start()
-            stamps = LogStamps([fleet.node_log(f, d.name) for d in f.devices])
+            stamps = LogStamps([supernodes.node_log(f, d.name) for d in f.devices])
             stamps.start()
             started = time.time()
-            run_dir = fleet.run(f.path, args.config, overrides, out=str(root / "fleet-run"))
+            run_dir = run_experiment(args.config, overrides, out=str(root / "fleet-run"), fleet=f.path)
             wall = time.time() - started
             watch.stop.set()
             stamps.stop.set()

@@ -21,14 +21,14 @@ from fedsense.rundir import read_metrics
 from fedsense_tools import fleet
 from fedsense_tools.experiment import (
     RUNNING,
-    Progress,
     convert,
     failure_reason,
     resume_experiment,
     run_experiment,
     run_seeds,
 )
-from fedsense_tools.fleet import FleetError
+from fedsense_tools.fleetstate import Fleet, FleetError
+from fedsense_tools.supernodes import nodes, start_device
 from fedsense_tools.launcher import RunFailed
 from fedsense_tools.pki import make_server_pki
 from fedsense_tools.results import regenerate
@@ -193,20 +193,20 @@ def _cmd_fleet(args: argparse.Namespace) -> int:
         print(f"run an experiment:  fedsense fleet run {f.path} configs/default.yaml --set fed.rounds=2\n"
               f"stop everything:    fedsense fleet down {f.path}")
     elif args.fleet_command == "run":
-        run_dir = fleet.run(args.dir, args.config, args.overrides, args.out, Progress, args.verbose)
+        run_dir = run_experiment(args.config, args.overrides, args.out, args.verbose, fleet=args.dir)
         _report(run_dir)
     elif args.fleet_command == "start":
-        f = fleet.Fleet.load(args.dir)
-        d = fleet.start_device(f, args.device, wait=args.wait)
+        f = Fleet.load(args.dir)
+        d = start_device(f, args.device, wait=args.wait)
         print(f"{d.name} online as node {d.node_id} (pid {d.process[0]})")
     elif args.fleet_command == "status":
-        f = fleet.Fleet.load(args.dir)
+        f = Fleet.load(args.dir)
         running = f.running()
         print(f"fleet {f.path}: SuperLink {f.address} {'running' if 'superlink' in running else 'stopped'}")
         for d in f.devices:
             print(f"  {d.name}: {'running' if d.name in running else 'stopped'}")
         if "superlink" in running:
-            for n in fleet.nodes(f):
+            for n in nodes(f):
                 print(f"  node {n['node-id']}: {n['status']}")
     elif args.fleet_command == "certs":
 

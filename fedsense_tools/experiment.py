@@ -1,6 +1,7 @@
 """The experiment API: run one experiment end to end (Flower's simulation
-engine on a SuperLink of its own, or centralized training), resume one,
-run it over seeds, convert its data. ``fedsense run`` and ``fedsense
+engine on a SuperLink of its own, a local fleet's real SuperLink and
+SuperNodes, or centralized training), resume one, run it over seeds,
+convert its data. ``fedsense run``, ``fedsense fleet run`` and ``fedsense
 results``, the benchmarks and the tests call these.
 """
 
@@ -21,6 +22,7 @@ from fedsense.fileio import private_dir
 from fedsense.report import dotted, mean_std
 from fedsense.rundir import RunDir, new_run_dir, resolve_run_dir
 from fedsense_tools import launcher
+from fedsense_tools.fleetstate import Fleet, FleetError
 from fedsense_tools.processes import processes_with_env
 
 
@@ -103,30 +105,68 @@ def run_experiment(
     overrides: list[str],
     out: str | None = None,
     verbose: bool = False,
+    fleet: str | Path | None = None,
 ) -> Path:
-    """Run one experiment end to end; returns its run directory.
+    """Run one experiment end to end; returns its run directory. With
+    ``fleet`` (a directory of ``fedsense fleet up``) the federation runs on
+    that fleet's SuperLink and SuperNodes instead of a simulation.
 
-    Raises ConfigError/DatasetError for bad input and launcher.RunFailed when
-    the Flower run does not complete.
+    Raises ConfigError/DatasetError for bad input, FleetError for a fleet
+    that cannot serve it (before any run directory is made), and
+    launcher.RunFailed when the Flower run does not complete.
     """
     config_file = Path(config_file).expanduser().resolve()
     cfg = config_mod.load(config_file, overrides)
+    on = _serving_fleet(fleet, cfg) if fleet is not None else None
     run_dir = new_run_dir(cfg, out)
     RUNNING["dir"] = run_dir
     pinned = [*overrides, *_absolute_overrides(cfg, run_dir)]
     cfg = config_mod.load(config_file, pinned)
 
-    if cfg.fed.mode == "centralized":
+    if on is not None:
+        _on_fleet(on, cfg, config_file, pinned, run_dir, verbose)
+    elif cfg.fed.mode == "centralized":
         run = RunDir(run_dir, cfg)
         try:
             summary = run_centralized(cfg, run, on_round=Progress(run_dir, cfg.fed.rounds))
             run.write_summary(summary)
         finally:
             run.close()
-        return run_dir
-
-    _simulate(cfg, config_file, pinned, run_dir, verbose)
+    else:
+        _simulate(cfg, config_file, pinned, run_dir, verbose)
     return run_dir
+
+
+def _serving_fleet(directory: str | Path, cfg: Config) -> Fleet:
+    """The fleet in ``directory``, once it is known to be able to run ``cfg``."""
+    fleet = Fleet.load(directory)
+    if "superlink" not in fleet.running():
+        raise FleetError(f"the fleet's SuperLink in {fleet.path} is not running; `fedsense fleet up` it")
+    if cfg.fed.mode != "federated":
+        raise ConfigError(f"fed.mode={cfg.fed.mode!r}: a fleet runs federated experiments only")
+    if cfg.fed.min_clients > len(fleet.devices):
+        raise ConfigError(
+            f"fed.min_clients={cfg.fed.min_clients} but the fleet has {len(fleet.devices)} devices; "
+            f"--set fed.min_clients={len(fleet.devices)} or fewer"
+        )
+    return fleet
+
+
+def _on_fleet(fleet: Fleet, cfg: Config, config_file: Path, overrides: list[str], run_dir: Path,
+              verbose: bool) -> None:
+    """One federation on a running fleet: submitted to its SuperLink, waited for to the real final status."""
+    (run_dir / "flower").mkdir(parents=True, exist_ok=True)
+    print(f"fedsense: {len(fleet.devices)} devices of the fleet in {fleet.path}, {cfg.fed.rounds} rounds, "
+          f"method {cfg.adapt.method}; run directory {run_dir}", flush=True)
+    launcher.submit_and_wait(
+        home=fleet.home,
+        config_file=config_file,
+        overrides=overrides,
+        run_config=run_dir / "flower" / "run-config.toml",
+        verbose=verbose,
+        on_poll=Progress(run_dir, cfg.fed.rounds),
+        finished=(run_dir / "summary.json").exists,  # the ServerApp writes it last, also on failure
+    )
 
 
 def _simulate(cfg: Config, config_file: Path, overrides: list[str], run_dir: Path, verbose: bool,

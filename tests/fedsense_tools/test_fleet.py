@@ -1,4 +1,5 @@
-"""The local fleet's pieces that need no Flower process: device files, commands,
+"""The local fleet's pieces that need no Flower process (fleet.py, fleetstate.py,
+supernodes.py, and run_experiment's fleet checks): device files, commands,
 recorded state, stopping by id, and refusals before anything starts.
 The real SuperLink/SuperNode runs are in test_fleet_deployment.py (``make test-fleet``)."""
 
@@ -15,7 +16,8 @@ from fedsense import protocol
 from fedsense.config import ConfigError
 from fedsense.data.base import DatasetError
 from fedsense.data.npz import load_npz, save_npz
-from fedsense_tools import fleet
+from fedsense_tools import fleet, fleetstate, supernodes
+from fedsense_tools.experiment import run_experiment
 from fedsense_tools.cli import main
 from fedsense_tools.launcher import superlink_command
 from fedsense_tools.pki import make_server_pki
@@ -67,25 +69,25 @@ def test_superlink_command_security_flags(tmp_path):
         superlink_command(9000, tmp_path / "l", simulation=False, auth=True)
 
 
-def _fleet(tmp_path: Path, tls: bool, auth: bool) -> fleet.Fleet:
-    f = fleet.Fleet(dir=str(tmp_path), address="127.0.0.1:9092", tls=tls, auth=auth)
-    f.devices.append(fleet.Device(name="device-0", data="/data/d0.npz", subject=4, partition_id=0, port=9200,
-                                  key="/keys/device-0" if auth else None))
+def _fleet(tmp_path: Path, tls: bool, auth: bool) -> fleetstate.Fleet:
+    f = fleetstate.Fleet(dir=str(tmp_path), address="127.0.0.1:9092", tls=tls, auth=auth)
+    f.devices.append(fleetstate.Device(name="device-0", data="/data/d0.npz", subject=4, partition_id=0, port=9200,
+                                       key="/keys/device-0" if auth else None))
     return f
 
 
 def test_supernode_command_carries_the_devices_own_facts(tmp_path):
     f = _fleet(tmp_path, tls=True, auth=True)
-    cmd = fleet.supernode_command(f, f.devices[0])
+    cmd = supernodes.supernode_command(f, f.devices[0])
     assert cmd[cmd.index("--node-config") + 1] == (
         f'{protocol.NODE_DATA_PATH}="/data/d0.npz" {protocol.NODE_PARTITION_ID}=0')
     assert cmd[cmd.index("--superlink") + 1] == "127.0.0.1:9092"
     assert cmd[cmd.index("--port") + 1] == "9200"
     assert cmd[cmd.index("--root-certificates") + 1] == str(tmp_path / "certs" / "ca.crt")
     assert cmd[cmd.index("--auth-supernode-private-key") + 1] == "/keys/device-0"
-    other = fleet.supernode_command(f, f.devices[0], key="/keys/stranger")
+    other = supernodes.supernode_command(f, f.devices[0], key="/keys/stranger")
     assert other[other.index("--auth-supernode-private-key") + 1] == "/keys/stranger"
-    plain = fleet.supernode_command(_fleet(tmp_path, tls=False, auth=False), f.devices[0])
+    plain = supernodes.supernode_command(_fleet(tmp_path, tls=False, auth=False), f.devices[0])
     assert "--insecure" in plain and "--root-certificates" not in plain
     assert "--auth-supernode-private-key" not in plain
 
@@ -94,20 +96,20 @@ def test_state_round_trips_and_a_missing_fleet_is_named(tmp_path):
     f = _fleet(tmp_path, tls=True, auth=True)
     f.devices[0].node_id = 123
     f.save()
-    again = fleet.Fleet.load(tmp_path)
+    again = fleetstate.Fleet.load(tmp_path)
     assert again == f
-    with pytest.raises(fleet.FleetError, match="no fleet .*fedsense fleet up"):
-        fleet.Fleet.load(tmp_path / "elsewhere")
+    with pytest.raises(fleetstate.FleetError, match="no fleet .*fedsense fleet up"):
+        fleetstate.Fleet.load(tmp_path / "elsewhere")
 
 
 def test_down_stops_exactly_the_recorded_processes(tmp_path):
     f = _fleet(tmp_path, tls=False, auth=False)
-    f.superlink = fleet._start(["sleep", "60"], tmp_path / "h", tmp_path / "a.log")
-    f.devices[0].process = fleet._start(["sleep", "60"], tmp_path / "h", tmp_path / "b.log")
+    f.superlink = supernodes.start_detached(["sleep", "60"], tmp_path / "h", tmp_path / "a.log")
+    f.devices[0].process = supernodes.start_detached(["sleep", "60"], tmp_path / "h", tmp_path / "b.log")
     bystander = subprocess.Popen(["sleep", "60"])  # not recorded: must survive
     try:
         f.save()
-        assert fleet.Fleet.load(tmp_path).running() == ["superlink", "device-0"]
+        assert fleetstate.Fleet.load(tmp_path).running() == ["superlink", "device-0"]
         assert fleet.down(tmp_path) == ["device-0", "superlink"]
         assert not alive(tuple(f.superlink)) and not alive(tuple(f.devices[0].process))
         assert bystander.poll() is None
@@ -132,16 +134,16 @@ def test_a_stale_record_is_never_signalled(tmp_path):
 
 def test_run_refuses_a_config_the_fleet_cannot_serve_before_submitting(tmp_path):
     f = _fleet(tmp_path, tls=False, auth=False)
-    with pytest.raises(fleet.FleetError, match="SuperLink .* is not running"):
+    with pytest.raises(fleetstate.FleetError, match="SuperLink .* is not running"):
         f.save()
-        fleet.run(tmp_path, SYNTHETIC, [])
-    f.superlink = fleet._start(["sleep", "60"], tmp_path / "h", tmp_path / "a.log")  # stands in for it
+        run_experiment(SYNTHETIC, [], fleet=tmp_path)
+    f.superlink = supernodes.start_detached(["sleep", "60"], tmp_path / "h", tmp_path / "a.log")  # stands in for it
     f.save()
     try:
         with pytest.raises(ConfigError, match="fed.min_clients=2 but the fleet has 1 devices"):
-            fleet.run(tmp_path, SYNTHETIC, [], out=str(tmp_path / "run"))
+            run_experiment(SYNTHETIC, [], out=str(tmp_path / "run"), fleet=tmp_path)
         with pytest.raises(ConfigError, match="a fleet runs federated experiments only"):
-            fleet.run(tmp_path, SYNTHETIC, ["fed.mode=centralized"], out=str(tmp_path / "run"))
+            run_experiment(SYNTHETIC, ["fed.mode=centralized"], out=str(tmp_path / "run"), fleet=tmp_path)
         assert not (tmp_path / "run").exists()
     finally:
         fleet.down(tmp_path)
@@ -176,10 +178,10 @@ def test_a_killed_devices_node_comes_back_only_after_the_superlink_let_it_go():
     offline_at = datetime(2026, 11, 22, 20, 0, 0, tzinfo=UTC)
     entry = {"node-id": "7", "status": "offline", "offline-at": "2026-11-22 20:00:00Z"}
     t0 = offline_at.timestamp()
-    assert fleet.seconds_until_released({**entry, "status": "online"}, t0) is None  # held: wait for the heartbeat
-    assert fleet.seconds_until_released(entry, t0) == pytest.approx(1.0 + fleet.RELEASE_SECONDS)
-    assert fleet.seconds_until_released(entry, t0 + 4.0) == pytest.approx(fleet.RELEASE_SECONDS - 3.0)
-    assert fleet.RELEASE_SECONDS > 3.0  # longer than Flower's pull interval
-    assert fleet.seconds_until_released(entry, t0 + 1.0 + fleet.RELEASE_SECONDS) == 0.0
-    assert fleet.seconds_until_released({"node-id": "7", "status": "registered", "offline-at": "N/A"}, t0) == 0.0
-    assert fleet.seconds_until_released(None, t0) == 0.0  # unknown node: the launch itself is refused, named
+    assert supernodes.seconds_until_released({**entry, "status": "online"}, t0) is None  # held: wait for the heartbeat
+    assert supernodes.seconds_until_released(entry, t0) == pytest.approx(1.0 + supernodes.RELEASE_SECONDS)
+    assert supernodes.seconds_until_released(entry, t0 + 4.0) == pytest.approx(supernodes.RELEASE_SECONDS - 3.0)
+    assert supernodes.RELEASE_SECONDS > 3.0  # longer than Flower's pull interval
+    assert supernodes.seconds_until_released(entry, t0 + 1.0 + supernodes.RELEASE_SECONDS) == 0.0
+    assert supernodes.seconds_until_released({"node-id": "7", "status": "registered", "offline-at": "N/A"}, t0) == 0.0
+    assert supernodes.seconds_until_released(None, t0) == 0.0  # unknown node: the launch itself is refused, named

@@ -25,7 +25,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from fedsense.data.npz import load_npz, save_npz
 from fedsense.rundir import read_metrics
-from fedsense_tools import fleet
+from fedsense_tools import fleet, fleetstate, supernodes
 from fedsense_tools.experiment import convert, run_experiment
 from fedsense_tools.pki import make_device_key
 from fedsense_tools.processes import alive, descendants, stop_tree
@@ -49,16 +49,16 @@ def _dataset(root: Path) -> Path:
     return path
 
 
-def _bring_up(root: Path, subjects: str) -> fleet.Fleet:
+def _bring_up(root: Path, subjects: str) -> fleetstate.Fleet:
     fedsense("fleet", "up", "--data", str(_dataset(root)), "--subjects", subjects, "--dir", str(root / "fleet"),
              "--tls", "--auth", timeout=300)
-    return fleet.Fleet.load(root / "fleet")
+    return fleetstate.Fleet.load(root / "fleet")
 
 
 def _tear_down(root: Path) -> None:
     """Stop the fleet by its recorded ids; then nothing with its FLWR_HOME may be left."""
     directory = root / "fleet"
-    if (directory / fleet.STATE).exists():
+    if (directory / fleetstate.STATE).exists():
         fleet.down(directory)
     deadline = time.time() + 30  # children of stopped processes exit on their own
     while processes_with_home(directory, below=True) and time.time() < deadline:
@@ -174,11 +174,11 @@ def _concat(parts):
 def test_an_unregistered_key_is_refused(secure_fleet, tmp_path):
     f = secure_fleet
     stranger = make_device_key(tmp_path, "stranger")  # never registered
-    device = fleet.Device(name="stranger", data=f.devices[0].data, subject=1, partition_id=9,
+    device = fleetstate.Device(name="stranger", data=f.devices[0].data, subject=1, partition_id=9,
                           port=fleet.launcher.free_port())
     log_file = tmp_path / "stranger.log"
     with open(log_file, "wb") as out:
-        proc = subprocess.Popen(fleet.supernode_command(f, device, key=str(stranger.private)),
+        proc = subprocess.Popen(supernodes.supernode_command(f, device, key=str(stranger.private)),
                                 env=fleet.launcher.quiet_env(tmp_path / "home"), stdout=out,
                                 stderr=subprocess.STDOUT)
     try:
@@ -187,8 +187,8 @@ def test_an_unregistered_key_is_refused(secure_fleet, tmp_path):
         stop_tree(proc.pid, grace=5)
     text = log_file.read_text(errors="replace")
     assert proc.returncode != 0
-    assert fleet.ACTIVATION_FAILED in text
-    online = {int(n["node-id"]) for n in fleet.nodes(f) if n["status"] == "online"}
+    assert supernodes.ACTIVATION_FAILED in text
+    online = {int(n["node-id"]) for n in supernodes.nodes(f) if n["status"] == "online"}
     assert online == {d.node_id for d in f.devices}  # no fourth node got in
 
 

@@ -1,0 +1,75 @@
+"""What a local fleet is: ``DIR/fleet.json``, the record of every process
+``fedsense fleet up`` started (addresses, pids with start times, node ids),
+written as it goes so ``fedsense fleet down`` stops exactly those."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from fedsense_tools.processes import alive
+
+STATE = "fleet.json"
+
+
+class FleetError(RuntimeError):
+    """The fleet could not be brought up, reached or used."""
+
+
+@dataclass
+class Device:
+    name: str
+    data: str  # absolute path of its npz
+    subject: int
+    partition_id: int
+    port: int  # its ClientAppIo port on 127.0.0.1
+    key: str | None = None  # private key (with --auth)
+    node_id: int | None = None  # from registration (with --auth)
+    process: list | None = None  # [pid, start time] of its flower-supernode
+
+
+@dataclass
+class Fleet:
+    dir: str
+    address: str  # the SuperLink, host:port
+    tls: bool
+    auth: bool
+    superlink: list | None = None  # [pid, start time]
+    devices: list[Device] = field(default_factory=list)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.dir)
+
+    @property
+    def home(self) -> Path:
+        """FLWR_HOME of the SuperLink and of the ``flwr`` CLI talking to it."""
+        return self.path / "flower"
+
+    @property
+    def ca_cert(self) -> Path | None:
+        return self.path / "certs" / "ca.crt" if self.tls else None
+
+    def device(self, name: str) -> Device:
+        for d in self.devices:
+            if d.name == name:
+                return d
+        raise FleetError(f"no device {name!r} in {self.path}; devices: {[d.name for d in self.devices]}")
+
+    def save(self) -> None:
+        (self.path / STATE).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Fleet":
+        path = Path(directory).expanduser().resolve() / STATE
+        if not path.is_file():
+            raise FleetError(f"{path.parent} holds no fleet ({STATE} missing); start one with `fedsense fleet up`")
+        raw = json.loads(path.read_text())
+        raw["devices"] = [Device(**d) for d in raw.get("devices", [])]
+        return cls(**raw)
+
+    def running(self) -> list[str]:
+        """Names of this fleet's recorded processes that still run."""
+        names = ["superlink"] if self.superlink and alive(tuple(self.superlink)) else []
+        return names + [d.name for d in self.devices if d.process and alive(tuple(d.process))]
