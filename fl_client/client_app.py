@@ -16,7 +16,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from fedsense.data.missing import conform
 from fedsense.devicestate import load_local, save_local
 from fedsense.embeddings import class_centroids
 from fedsense.engine import evaluate as evaluate_model
+from fedsense.floors import device_floor, floor_rows
 from fedsense.methods import METHODS, Method, Step
 from fedsense.methods.base import METHOD_STATE
 from fedsense.models import DataSpec, MultimodalNet
@@ -139,20 +140,9 @@ def _seed(cfg: Config, data: ClientData, server_round: int, phase: int) -> int:
     return cfg.seed * 1_000_003 + server_round * 1_009 + max(data.partition_id, 0) + phase * 7_919
 
 
-def min_count(node_config: Mapping[str, object]) -> int:
-    """The device's own floor for the windows behind a statistic: its node
-    config's ``min-count`` if set (an integer), never below
-    :data:`protocol.MIN_COUNT`. The run config and the server's messages
-    come from the server: they may raise it, never lower it."""
-    own = node_config.get(protocol.NODE_MIN_COUNT, protocol.MIN_COUNT)
-    if isinstance(own, bool) or not isinstance(own, int):
-        raise ConfigError(f"node config {protocol.NODE_MIN_COUNT}={own!r}: expected an integer")
-    return max(own, protocol.MIN_COUNT)
-
-
 def _setup(msg: Message, context: Context, phase: int) -> tuple[Method, Sharing, Step]:
     cfg = config_from_run(context.run_config)
-    floor = min_count(context.node_config)
+    floor = device_floor(context.node_config)
     if cfg.adapt.stats_min_count < floor:
         cfg = replace(cfg, adapt=replace(cfg.adapt, stats_min_count=floor))
     data = load_client_data(cfg, context.node_config)
@@ -255,12 +245,12 @@ def evaluate(msg: Message, context: Context) -> Message:
     if result.keep:
         _keep_local(cfg, data, context, msg, model, sharing, step.state)
     scores = evaluate_model(model, data.test, num_classes)
-    cm = np.asarray(scores["confusion"], dtype=np.int64)
+    cm = floor_rows(np.asarray(scores["confusion"], dtype=np.int64), device_floor(context.node_config))
     content = RecordDict({name: _record(arrays) for name, arrays in result.records.items()})
     extra: dict[str, int | float | list[int] | list[float]] = dict(result.metrics)
     config = msg.content[protocol.CONFIG]
     if protocol.CFG_PROJECTOR in config:  # a projector snapshot: class centroids, no single window
-        least = max(int(config[protocol.CFG_PROJECTOR]), min_count(context.node_config))
+        least = max(int(config[protocol.CFG_PROJECTOR]), device_floor(context.node_config))
         centroids, counts = class_centroids(model, data.test, num_classes, least)
         content[protocol.EMBEDDINGS] = _record({protocol.embed_key(b): c for b, c in centroids.items()})
         extra[protocol.EMBED_COUNT] = counts

@@ -19,6 +19,7 @@ import numpy as np
 from fedsense import protocol
 from fedsense.adaptation.training import renormalize
 from fedsense.config import Config
+from fedsense.floors import enough_windows
 from fedsense.generator import NormGenerator, describe, flatten, norm_keys, unflatten
 from fedsense.methods.base import Method, Records, Reply, Result, ServerState, Step
 from fedsense.params import load_arrays
@@ -31,6 +32,12 @@ class Generated(Method):
     description = "source-only FedAvg; targets get BatchNorm statistics generated from a description of their data"
 
     def evaluate(self, step: Step) -> Result:
+        """A device of fewer training windows than ``adapt.stats_min_count``
+        (never below its own floor) describes nothing: it sends neither
+        descriptor nor statistics, and a target among them keeps the global
+        statistics."""
+        if not enough_windows(len(step.data.train), step.cfg.adapt.stats_min_count):
+            return Result()
         result = Result(metrics={protocol.DESCRIPTOR: [float(v) for v in describe(step.data.train)]})
         if step.labelled:
             own = copy.deepcopy(step.model)

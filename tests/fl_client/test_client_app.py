@@ -328,15 +328,20 @@ def test_a_device_never_sends_statistics_of_fewer_windows_than_its_own_floor(tmp
     from fedsense.configfile import from_dict
     from fedsense.runmodel import build_run_model, sharing_of
 
-    projector = {}
+    projector, rows, windows = {}, {}, {}
     for floor in (None, 7):  # the server asks for centroids of at least 1 window; 6 held-out windows a class
         msg = server_message(MessageType.EVALUATE, global_arrays(model_cfg))
         msg.content[protocol.CONFIG] = ConfigRecord({**dict(msg.content[protocol.CONFIG]), protocol.CFG_PROJECTOR: 1})
         ctx = device_context(0, tmp_path)
         if floor is not None:
             ctx.node_config = {**ctx.node_config, protocol.NODE_MIN_COUNT: floor}
-        projector[floor] = evaluate(msg, ctx).content[protocol.METRICS][protocol.EMBED_COUNT]
+        metrics = evaluate(msg, ctx).content[protocol.METRICS]
+        projector[floor] = metrics[protocol.EMBED_COUNT]
+        rows[floor] = np.asarray(metrics[protocol.CONFUSION]).reshape(4, 4).sum(axis=1).tolist()
+        windows[floor] = metrics[protocol.EVAL_WINDOWS]
     assert projector[None] == [6, 6, 6, 6] and projector[7] == [0, 0, 0, 0]
+    assert rows[None] == [6, 6, 6, 6] and rows[7] == [0, 0, 0, 0]  # no confusion row of fewer windows either
+    assert windows[None] == windows[7] == 24  # the loss and window count are of every window
 
     overrides = "adapt.method=m3bat\nadapt.alignment=statistics\nadapt.stats_min_count=8"
     run_cfg = from_dict({"model": {"channels": [16, 32], "embed_dim": 32},

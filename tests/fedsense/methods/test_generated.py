@@ -59,3 +59,26 @@ def test_only_the_target_it_was_generated_for_receives_it(monkeypatch):
     assert protocol.GENERATED not in messages[0].content.array_records
     assert protocol.GENERATED in messages[1].content.array_records
     assert protocol.GENERATED not in shared.array_records  # the shared content is left alone
+
+
+def test_a_device_below_the_floor_describes_nothing(synthetic_cfg):
+    """Fewer training windows than adapt.stats_min_count: no descriptor, no
+    statistics; a target keeps the global statistics."""
+    from dataclasses import replace
+
+    import torch
+
+    from fedsense.data.clients import load_client_data
+    from fedsense.methods import METHODS, Step
+    from fedsense.models import DataSpec, build_model
+
+    cfg = replace(synthetic_cfg, adapt=replace(synthetic_cfg.adapt, method="generated"))
+    data = load_client_data(cfg, {"partition-id": 0, "num-partitions": 6})
+    model = build_model(DataSpec(shapes=data.train.shapes(), num_classes=4), cfg.model)
+    for floor, described in ((len(data.train), True), (len(data.train) + 1, False)):
+        floored = replace(cfg, adapt=replace(cfg.adapt, stats_min_count=floor))
+        step = Step(cfg=floored, model=model, data=data, config={}, payload={}, seed=0, state={})
+        with torch.no_grad():
+            result = METHODS["generated"].evaluate(step)
+        assert (protocol.DESCRIPTOR in result.metrics) is described
+        assert (protocol.NORM in result.records) is described
