@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -105,6 +106,29 @@ def confusion_image(cm: np.ndarray, names: Sequence[str] = (), title: str = "") 
     fig.canvas.draw()
     rgba = np.asarray(fig.canvas.buffer_rgba())
     return np.ascontiguousarray(rgba[:, :, :3].transpose(2, 0, 1))
+
+
+SPRITE = 16  # pixels of one projector point's image
+
+
+def point_sprites(labels: Sequence[Sequence[str]], class_column: int = 2, role_column: int = 0) -> np.ndarray:
+    """``(N, 3, SPRITE, SPRITE)`` float images in [0, 1] for TensorBoard's
+    projector, which draws a point as its image (its one way to colour
+    points before the user picks a colour map): the colour is the class
+    (matplotlib's tab10, cycled), a source a filled square, a target an
+    open one."""
+    palette = colormaps["tab10"].colors
+    out = np.ones((len(labels), 3, SPRITE, SPRITE), np.float32)
+    ring = np.zeros((SPRITE, SPRITE), bool)
+    ring[:3], ring[-3:], ring[:, :3], ring[:, -3:] = True, True, True, True
+    for i, row in enumerate(labels):
+        try:
+            colour = np.asarray(palette[int(row[class_column]) % len(palette)], np.float32)
+        except (ValueError, IndexError):
+            colour = np.full(3, 0.5, np.float32)  # no class: grey
+        shape = ring if str(row[role_column]) == "target" else np.ones_like(ring)
+        out[i][:, shape] = colour[:, None]
+    return out
 
 
 def hparams_of(config: Mapping[str, Any]) -> dict[str, float | str | bool]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from fedsense.board import final_metrics, hparams_of, layout, scalar_tags
+from fedsense.board import final_metrics, hparams_of, layout, point_sprites, scalar_tags
 from fedsense.config import Config, ConfigError, to_dict
 from fedsense.configfile import dump
 from fedsense.fileio import atomic_write, atomic_write_bytes, private_dir
@@ -103,10 +103,15 @@ class RunDir:
     def log_embedding(
         self, tag: str, points: np.ndarray, labels: list[list[str]], header: list[str], server_round: int
     ) -> None:
-        """Points for TensorBoard's projector, one metadata row per point."""
+        """Points for TensorBoard's projector, one metadata row per point,
+        drawn as :func:`fedsense.board.point_sprites` (colour: class; filled:
+        source, open: target)."""
         if len(points):
+            import torch  # loaded already with the writer (torch.utils.tensorboard); its sprites want a tensor
+
+            sprites = torch.from_numpy(point_sprites(labels, header.index("class"), header.index("role")))
             self.writer.add_embedding(points, metadata=labels, metadata_header=header, tag=tag,
-                                      global_step=server_round)
+                                      global_step=server_round, label_img=sprites)
             self.writer.flush()
 
     def log_histograms(self, server_round: int, arrays: Mapping[str, np.ndarray]) -> None:

@@ -4,6 +4,7 @@
     fedsense run --resume RUN_DIR [--verbose]
     fedsense plot RUN_DIR... [--out DIR]
     fedsense compare RUN_DIR...
+    fedsense board RUN_DIR... [--port PORT]
     fedsense fleet up --devices N --data DATA.npz --dir DIR [--tls] [--auth]
     fedsense fleet run DIR CONFIG.yaml [--set key=value ...] [--out RUN_DIR]
     fedsense fleet start DIR DEVICE | status DIR | down DIR
@@ -49,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     plot_p.add_argument("--out", help="folder for the PNGs (default: RUN_DIR/plots for one run, ./plots for several)")
     cmp_p = sub.add_parser("compare", help="a Markdown table of run directories' summaries")
     cmp_p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    board_p = sub.add_parser("board", help="open TensorBoard on run directories, each run named by its folder")
+    board_p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    board_p.add_argument("--port", type=int, default=6006, help="port on 127.0.0.1 (default 6006)")
     res_p = sub.add_parser("results", help="run every experiment arm over seeds; write docs/results.md")
     res_p.add_argument("--scenarios", default="cross_device,mirror,rotation_x,sensor,cross_user")
     res_p.add_argument("--arms", help="comma-separated arm names (default: all)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -50,8 +51,37 @@ def _report(run_dir: Path) -> None:
         f"(accuracy {fmt(t['accuracy'])}), source macro-F1 {fmt(s['macro_f1'])}\n"
         f"  summary:     {run_dir / 'summary.json'}\n"
         f"  metrics:     {run_dir / 'metrics.jsonl'}\n"
-        f"  TensorBoard: tensorboard --logdir {run_dir / 'tb'}"
+        f"  TensorBoard: {_own_bin('fedsense')} board {run_dir}"
     )
+
+
+def _own_bin(name: str) -> str:
+    """``name``'s script beside this Python (the venv's), so the printed
+    command works without activating the venv; else the bare name."""
+    path = Path(sys.executable).parent / name
+    return str(path) if path.exists() else name
+
+
+def board_view(runs: dict[str, Path], view: Path) -> Path:
+    """A folder of links, one per run named by its label, to the runs'
+    ``tb/`` folders: TensorBoard names a run by its path below the logdir,
+    so each run shows under its label (not "." or "tb")."""
+    for label, d in runs.items():
+        if not (d / "tb").is_dir():
+            raise FileNotFoundError(f"{d}: no tb/ folder (is this a fedsense run directory?)")
+        link = view / label
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(d / "tb", target_is_directory=True)
+    return view
+
+
+def _cmd_board(args: argparse.Namespace) -> int:
+    runs = run_labels(args.runs)
+    with tempfile.TemporaryDirectory(prefix="fedsense-board-") as tmp:
+        cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", str(board_view(runs, Path(tmp))),
+               "--host", "127.0.0.1", "--port", str(args.port)]
+        print(f"TensorBoard on http://127.0.0.1:{args.port} with {', '.join(runs)} (Ctrl-C stops it)", flush=True)
+        return subprocess.call(cmd)
 
 
 def run_labels(paths: list[str]) -> dict[str, Path]:
@@ -223,7 +253,7 @@ def dispatch(args: argparse.Namespace) -> int:
     """Run the parsed command; bad input, a failed run and a stop each end in a clear message and exit code."""
     commands = {
         "compare": _cmd_compare, "convert": _cmd_convert, "plot": _cmd_plot, "results": _cmd_results, "run": _cmd_run,
-        "fleet": _cmd_fleet, "export": _cmd_export,
+        "fleet": _cmd_fleet, "export": _cmd_export, "board": _cmd_board,
     }
     try:
         return commands[args.command](args)

@@ -90,3 +90,15 @@ def test_the_custom_scalars_layout_puts_the_headline_first_and_matches_real_tags
     for category, charts in layout().items():
         for title, (_, patterns) in charts.items():
             assert any(re.fullmatch(p, t) for p in patterns for t in tags), (category, title)
+
+
+def test_projector_points_are_coloured_by_class_and_shaped_by_role():
+    from fedsense.board import SPRITE, point_sprites
+
+    sprites = point_sprites([["source", "1", "0"], ["source", "2", "1"], ["target", "5", "0"], ["target", "5", "x"]])
+    assert sprites.shape == (4, 3, SPRITE, SPRITE) and sprites.min() >= 0 and sprites.max() <= 1
+    centre = SPRITE // 2
+    assert not np.allclose(sprites[0][:, centre, centre], sprites[1][:, centre, centre])  # classes differ
+    np.testing.assert_allclose(sprites[2][:, 0, 0], sprites[0][:, 0, 0])  # same class, same colour on the border
+    np.testing.assert_allclose(sprites[2][:, centre, centre], 1.0)  # a target is an open square: white inside
+    np.testing.assert_allclose(sprites[3][:, 0, 0], 0.5)  # no class: grey

@@ -62,7 +62,7 @@ def test_centralized_run_and_npz_round_trip_through_the_cli(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["mode"] == "centralized" and summary["rounds"] == 3
     assert summary["target"]["macro_f1"] > 0.5  # 4 classes: chance is 0.25
-    assert "tensorboard --logdir" in capsys.readouterr().out
+    assert f"fedsense board {tmp_path / 'run'}" in capsys.readouterr().out  # the venv's, no activation needed
 
 
 def test_an_existing_run_is_never_overwritten(tmp_path, capsys):
@@ -158,3 +158,43 @@ def test_plot_refuses_a_run_without_a_completed_round(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "nothing to plot" in err and "failed: RuntimeError: no nodes" in err
     assert not (run / "plots").exists()
+
+
+def test_board_serves_each_run_under_its_folder_name_on_loopback(tmp_path, capsys):
+    """`fedsense board` starts a real TensorBoard on 127.0.0.1 whose runs are
+    named by their folders (not "." as with --logdir RUN_DIR/tb), and leaves
+    no view behind."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from fedsense.configfile import load
+    from fedsense.rundir import RunDir
+    from fedsense_tools.launcher import free_port
+
+    runs = []
+    for arm in ("adabn", "m3bat_local"):
+        d = tmp_path / arm / "seed-0"
+        run = RunDir(d, load(SYNTHETIC, [f"output.dir={d}"]))
+        run.log_round(1, {"target": {"macro_f1": 0.5}})
+        run.close()
+        runs.append(str(d))
+    assert main(["board", str(tmp_path / "nope")]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "fedsense_tools.cli", "board", *runs, "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline, names = time.time() + 60, None
+        while time.time() < deadline and names is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=2) as reply:
+                    names = json.loads(reply.read())
+            except OSError:
+                time.sleep(0.5)
+        assert names is not None, "TensorBoard did not answer"
+        assert sorted(names) == ["adabn/seed-0", "m3bat_local/seed-0"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -100,6 +100,9 @@ def test_tensorboard_tags_steps_and_ranges(smoke_run: Path):
     rows = [line.split("\t") for line in tsv.read_text().splitlines()]
     assert rows[0] == ["role", "client", "class"] and len(rows) > 1
     assert {r[0] for r in rows[1:]} == {"source", "target"} and {r[1] for r in rows[1:]} == set(map(str, range(6)))
+    # coloured by default: every point drawn as its class-coloured sprite
+    assert 'image_path: "00002/embeddings%2ffused/sprite.png"\n    single_image_dim: 16' in projector
+    assert (tsv.parent / "sprite.png").stat().st_size > 0
 
 
 def test_checkpoints_are_real(smoke_run: Path):
