@@ -22,6 +22,12 @@ def is_discriminator(key: str) -> bool:
 # Run config (pyproject [tool.flwr.app.config]): the only two keys
 RUN_CONFIG_FILE = "config-file"
 RUN_OVERRIDES = "overrides"
+# Flat knobs for `flwr run . --run-config 'num-server-rounds=2 method="adabn"'`: each, when set
+# (not its unset default), overrides one config key after `overrides`.
+RUN_ROUNDS = "num-server-rounds"  # fed.rounds; 0: the config file's
+RUN_METHOD = "method"  # adapt.method; "": the config file's
+RUN_DATA_PATH = "data-path"  # data.path; "": the config file's
+RUN_TARGETS = "targets"  # data.target_domains, comma-separated ids; "": the config file's
 RUN_RESUME = "resume"  # "1": continue the run directory's last complete round (fedsense run --resume)
 
 # Node config (set per SuperNode by the runtime)

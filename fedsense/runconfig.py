@@ -1,7 +1,9 @@
-"""Read the experiment config named by Flower's run config (two keys only).
+"""Read the experiment config named by Flower's run config.
 
 ``config-file`` is a path to the YAML experiment; ``overrides`` is a string
-of ``key=value`` lines. Parsed configs are cached per process: one Ray
+of ``key=value`` lines; the flat knobs ``num-server-rounds``, ``method``,
+``data-path`` and ``targets`` (what ``flwr run . --run-config`` users set)
+override one key each when set. Parsed configs are cached per process: one Ray
 actor serves many messages of the same run.
 """
 
@@ -27,15 +29,43 @@ def resolve_config_path(name: str) -> Path:
     return path if path.is_absolute() else APP_ROOT / path
 
 
+def knob_overrides(run_config: Mapping[str, object]) -> list[str]:
+    """The flat run-config knobs (``num-server-rounds``, ``method``,
+    ``data-path``, ``targets``) that are set, as config overrides."""
+    out = []
+    rounds = run_config.get(protocol.RUN_ROUNDS, 0)
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0:
+        raise ConfigError(f"run config {protocol.RUN_ROUNDS}={rounds!r}: expected a whole number of rounds "
+                          "(0: the config file's fed.rounds)")
+    if rounds:
+        out.append(f"fed.rounds={rounds}")
+    for knob, key in ((protocol.RUN_METHOD, "adapt.method"), (protocol.RUN_DATA_PATH, "data.path")):
+        value = run_config.get(knob, "")
+        if not isinstance(value, str):
+            raise ConfigError(f'run config {knob}={value!r}: expected a quoted string, e.g. {knob}="..."')
+        if value:
+            out.append(f"{key}={value}")
+    targets = run_config.get(protocol.RUN_TARGETS, "")
+    if not isinstance(targets, str):
+        raise ConfigError(f'run config {protocol.RUN_TARGETS}={targets!r}: expected a quoted list, e.g. '
+                          f'{protocol.RUN_TARGETS}="25,26"')
+    if targets.strip():
+        parts = [t.strip() for t in targets.split(",")]
+        if not all(p.lstrip("-").isdigit() for p in parts):
+            raise ConfigError(f"run config {protocol.RUN_TARGETS}={targets!r}: expected comma-separated domain ids")
+        out.append(f"data.target_domains=[{', '.join(parts)}]")
+    return out
+
+
 def config_from_run(run_config: Mapping[str, object]) -> Config:
-    """The :class:`Config` described by a Flower ``run_config``."""
+    """The :class:`Config` described by a Flower ``run_config``: the config
+    file, then ``overrides``, then the flat knobs that are set."""
     if protocol.RUN_CONFIG_FILE not in run_config:
         raise ConfigError(f"run config has no '{protocol.RUN_CONFIG_FILE}' key")
     file = str(run_config[protocol.RUN_CONFIG_FILE])
-    overrides = str(run_config.get(protocol.RUN_OVERRIDES, ""))
-    key = (file, overrides)
+    overrides = [*config_mod.split_overrides(str(run_config.get(protocol.RUN_OVERRIDES, ""))),
+                 *knob_overrides(run_config)]
+    key = (file, "\n".join(overrides))
     if key not in _CACHE:
-        _CACHE[key] = config_mod.load(
-            resolve_config_path(file), config_mod.split_overrides(overrides)
-        )
+        _CACHE[key] = config_mod.load(resolve_config_path(file), overrides)
     return _CACHE[key]

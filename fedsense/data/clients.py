@@ -169,7 +169,8 @@ def load_client_data(cfg: Config, node_config: Mapping[str, object]) -> ClientDa
     if total is not None and int(total) != count:  # type: ignore[arg-type]
         raise DatasetError(
             f"the federation has {total} SuperNodes but the dataset has {count} "
-            "clients (one per subject); set num-supernodes to match"
+            f"clients (one per subject); set num-supernodes to match (flwr run . --federation-config "
+            f"'num-supernodes={count}')"
         )
     if not 0 <= pid < count:
         raise DatasetError(f"partition-id {pid} out of range: the dataset has {count} clients")
