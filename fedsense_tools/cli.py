@@ -8,7 +8,7 @@
     fedsense fleet up --devices N --data DATA.npz --dir DIR [--tls] [--auth]
     fedsense fleet run DIR CONFIG.yaml [--set key=value ...] [--out RUN_DIR]
     fedsense fleet start DIR DEVICE | status DIR | down DIR
-    fedsense fleet certs --out DIR --host NAME [--host NAME ...]
+    fedsense fleet certs --out DIR --host NAME [--host NAME ...] [--front-port P] [--link-port P]
 
 A federated run goes through Flower's simulation engine (one virtual
 SuperNode per client); ``fed.mode: centralized`` trains the pooled source
@@ -117,10 +117,16 @@ def _fleet_parser(sub) -> None:
     status.add_argument("dir", metavar="DIR")
     down = fsub.add_parser("down", help="stop exactly the processes `fleet up` and `fleet start` started")
     down.add_argument("dir", metavar="DIR")
-    certs = fsub.add_parser("certs", help="a CA and a SuperLink certificate for a real fleet")
-    certs.add_argument("--out", required=True, help="folder for ca.crt, ca.key, server.pem, server.key")
+    certs = fsub.add_parser("certs", help="a CA, a SuperLink certificate and the TLS front's nginx.conf for a "
+                            "real fleet")
+    certs.add_argument("--out", required=True, help="folder for ca.crt, ca.key, server.pem, server.key, "
+                       "front/nginx.conf")
     certs.add_argument("--host", dest="hosts", action="append", required=True,
                        help="a host name or IP address the devices dial; repeatable")
+    certs.add_argument("--front-port", type=int, default=9092,
+                       help="the port the devices dial: the TLS front on every interface (default 9092)")
+    certs.add_argument("--link-port", type=int, default=9093,
+                       help="the SuperLink's port on 127.0.0.1 behind the front (default 9093)")
 
 
 if __name__ == "__main__":  # pragma: no cover

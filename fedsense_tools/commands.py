@@ -31,7 +31,8 @@ from fedsense_tools.experiment import (
 from fedsense_tools.fleetstate import Fleet, FleetError
 from fedsense_tools.supernodes import nodes, start_device
 from fedsense_tools.launcher import RunFailed
-from fedsense_tools.pki import make_server_pki
+from fedsense_tools.front import front_args, write_front
+from fedsense_tools.pki import LOCAL_NAMES, make_server_pki
 from fedsense_tools.results import regenerate
 
 
@@ -216,7 +217,9 @@ def _cmd_fleet(args: argparse.Namespace) -> int:
             raise ConfigError("give exactly one of --devices N and --subjects S1,S2,...")
         f = fleet.up(args.dir, args.data, args.devices, subjects, tls=args.tls, auth=args.auth)
         security = ("TLS + SuperNode authentication" if f.auth else "TLS") if f.tls else "insecure (no TLS)"
-        print(f"fleet up in {f.path}: SuperLink {f.address} ({security}), {len(f.devices)} SuperNodes online")
+        front = f" behind a TLS front at {f.address} (Fleet API only)" if f.link else ""
+        print(f"fleet up in {f.path}: SuperLink {f.operator_address}{front} ({security}), "
+              f"{len(f.devices)} SuperNodes online")
         for d in f.devices:
             node = f", node {d.node_id}" if d.node_id is not None else ""
             print(f"  {d.name}: subject {d.subject}, pid {d.process[0]}{node}, data {d.data}")
@@ -232,7 +235,9 @@ def _cmd_fleet(args: argparse.Namespace) -> int:
     elif args.fleet_command == "status":
         f = Fleet.load(args.dir)
         running = f.running()
-        print(f"fleet {f.path}: SuperLink {f.address} {'running' if 'superlink' in running else 'stopped'}")
+        print(f"fleet {f.path}: SuperLink {f.operator_address} {'running' if 'superlink' in running else 'stopped'}")
+        if f.link:
+            print(f"  TLS front {f.address}: {'running' if 'front' in running else 'stopped'}")
         for d in f.devices:
             print(f"  {d.name}: {'running' if d.name in running else 'stopped'}")
         if "superlink" in running:
@@ -240,9 +245,15 @@ def _cmd_fleet(args: argparse.Namespace) -> int:
                 print(f"  node {n['node-id']}: {n['status']}")
     elif args.fleet_command == "certs":
 
-        pki = make_server_pki(Path(args.out).expanduser(), tuple(args.hosts))
-        print(f"SuperLink: --ssl-ca-certfile {pki.ca_cert} --ssl-certfile {pki.cert} --ssl-keyfile {pki.key}\n"
-              f"devices:   --root-certificates ca.crt (copy {pki.ca_cert}; keep {pki.ca_key} private)")
+        out = Path(args.out).expanduser().resolve()
+        # localhost too: the front verifies the SuperLink behind it by that name
+        pki = make_server_pki(out, tuple(dict.fromkeys([*args.hosts, *LOCAL_NAMES])))
+        conf = write_front(out / "front", f"0.0.0.0:{args.front_port}", args.link_port, pki)
+        print(f"SuperLink: flower-superlink --host 127.0.0.1 --port {args.link_port} --ssl-ca-certfile {pki.ca_cert} "
+              f"--ssl-certfile {pki.cert} --ssl-keyfile {pki.key} ...\n"
+              f"TLS front: nginx {' '.join(front_args(out / 'front'))}   (passes the Fleet API only; {conf})\n"
+              f"devices:   --superlink {args.hosts[0]}:{args.front_port} --root-certificates ca.crt "
+              f"(copy {pki.ca_cert}; keep {pki.ca_key} private)")
     else:
         stopped = fleet.down(args.dir)
         print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")

@@ -23,6 +23,10 @@ Layout of DIR::
 
 from __future__ import annotations
 
+import ssl
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +36,7 @@ from fedsense.data.base import DatasetError
 from fedsense.data.npz import load_npz, save_npz
 from fedsense_tools import launcher
 from fedsense_tools.fleetstate import STATE, Device, Fleet, FleetError
+from fedsense_tools.front import front_command, write_front
 from fedsense_tools.pki import DeviceKey, ServerPki, make_device_key, make_server_pki
 from fedsense_tools.processes import alive, stop_tree
 from fedsense_tools.supernodes import activation, launch, not_online, register, start_detached
@@ -79,15 +84,18 @@ def up(
         raise FleetError(f"a fleet is already running in {root}; `fedsense fleet down {root}` first")
     data = Path(data).expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)
+    nginx = front_command(root / "front") if tls else None  # refuses now when nginx is missing
     chosen = split_devices(data, root / "devices", devices, subjects)
     fleet = Fleet(dir=str(root), address=f"127.0.0.1:{launcher.free_port()}", tls=tls, auth=auth)
+    if tls:  # the devices dial the front; the SuperLink listens on 127.0.0.1 behind it
+        fleet.link = f"127.0.0.1:{launcher.free_port()}"
     server: ServerPki | None = make_server_pki(root / "certs") if tls else None
     for i, (subject, path) in enumerate(chosen):
         fleet.devices.append(Device(name=f"device-{i}", data=str(path), subject=subject, partition_id=i,
                                     port=launcher.free_port()))
     fleet.save()
     try:
-        port = int(fleet.address.rsplit(":", 1)[1])
+        port = int(fleet.operator_address.rsplit(":", 1)[1])
         fleet.home.mkdir(parents=True, exist_ok=True)
         link_log = fleet.home / "superlink.log"
         fleet.superlink = start_detached(
@@ -95,11 +103,16 @@ def up(
             fleet.home, fleet.home / "superlink.out",
         )
         fleet.save()
-        launcher.write_cli_config(fleet.home, fleet.address, fleet.ca_cert)
+        launcher.write_cli_config(fleet.home, fleet.operator_address, fleet.ca_cert)
         launcher.wait_healthy(
-            fleet.address, lambda: None if alive(tuple(fleet.superlink)) else -1,
+            fleet.operator_address, lambda: None if alive(tuple(fleet.superlink)) else -1,
             fleet.home / "superlink.out", timeout, fleet.ca_cert,
         )
+        if server is not None and nginx is not None:
+            write_front(root / "front", fleet.address, port, server)
+            fleet.front = start_detached(nginx, root / "front", root / "front" / "nginx.out")
+            fleet.save()
+            wait_front(fleet, timeout)
         for device in fleet.devices:
             if auth:
                 key: DeviceKey = make_device_key(root / "keys", device.name)
@@ -117,12 +130,32 @@ def up(
     return fleet
 
 
+def wait_front(fleet: Fleet, timeout: float) -> None:
+    """Wait until the TLS front answers a Fleet API call (the SuperLink's own
+    refusal of an unsigned one will do); fail naming its log if it exits."""
+    context = ssl.create_default_context(cafile=str(fleet.ca_cert))
+    url = f"https://{fleet.address}/v1/fleet/get-run"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if not alive(tuple(fleet.front)):
+            raise FleetError(f"the TLS front (nginx) exited; {fleet.path / 'front' / 'error.log'} says why")
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, data=b"", method="POST"), timeout=2, context=context)
+            return
+        except urllib.error.HTTPError:
+            return  # an HTTP answer through the front: it is up
+        except OSError:
+            time.sleep(0.2)
+    raise FleetError(f"the TLS front did not answer within {timeout:.0f}s; see {fleet.path / 'front' / 'error.log'}")
+
+
 def down(directory: str | Path, grace: float = 15.0) -> list[str]:
     """Stop every process the fleet recorded (devices first), each by its
     pid and start time, with everything below it. Returns what was stopped."""
     fleet = Fleet.load(directory)
     stopped = []
-    for name, proc in [*((d.name, d.process) for d in fleet.devices), ("superlink", fleet.superlink)]:
+    for name, proc in [*((d.name, d.process) for d in fleet.devices), ("front", fleet.front),
+                       ("superlink", fleet.superlink)]:
         if proc and stop_tree(int(proc[0]), grace, started=str(proc[1])):
             stopped.append(name)
     return stopped

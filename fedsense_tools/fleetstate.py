@@ -32,11 +32,18 @@ class Device:
 @dataclass
 class Fleet:
     dir: str
-    address: str  # the SuperLink, host:port
+    address: str  # what the devices dial, host:port: the TLS front with --tls, else the SuperLink
     tls: bool
     auth: bool
     superlink: list | None = None  # [pid, start time]
     devices: list[Device] = field(default_factory=list)
+    link: str | None = None  # the SuperLink's own address (127.0.0.1) behind a front; the operator's flwr uses it
+    front: list | None = None  # [pid, start time] of the TLS front (fedsense_tools/front.py)
+
+    @property
+    def operator_address(self) -> str:
+        """Where the operator's ``flwr`` CLI reaches the SuperLink."""
+        return self.link or self.address
 
     @property
     def path(self) -> Path:
@@ -71,5 +78,6 @@ class Fleet:
 
     def running(self) -> list[str]:
         """Names of this fleet's recorded processes that still run."""
-        names = ["superlink"] if self.superlink and alive(tuple(self.superlink)) else []
+        names = [name for name, proc in (("superlink", self.superlink), ("front", self.front))
+                 if proc and alive(tuple(proc))]
         return names + [d.name for d in self.devices if d.process and alive(tuple(d.process))]

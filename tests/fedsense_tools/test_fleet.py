@@ -167,9 +167,13 @@ def test_cli_certs_for_a_real_superlink(tmp_path, capsys):
     assert main(["fleet", "certs", "--out", str(tmp_path), "--host", "fl.example.org", "--host", "10.0.0.5"]) == 0
     cert = x509.load_pem_x509_certificate((tmp_path / "server.pem").read_bytes())
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert san.get_values_for_type(x509.DNSName) == ["fl.example.org"]
-    assert [str(a) for a in san.get_values_for_type(x509.IPAddress)] == ["10.0.0.5"]
-    assert "--ssl-certfile" in capsys.readouterr().out
+    # localhost too: the TLS front verifies the SuperLink behind it by that name
+    assert san.get_values_for_type(x509.DNSName) == ["fl.example.org", "localhost"]
+    assert [str(a) for a in san.get_values_for_type(x509.IPAddress)] == ["10.0.0.5", "127.0.0.1"]
+    out = capsys.readouterr().out
+    assert "--host 127.0.0.1 --port 9093" in out and "--superlink fl.example.org:9092" in out
+    conf = (tmp_path / "front" / "nginx.conf").read_text()
+    assert "listen 0.0.0.0:9092 ssl;" in conf and "server 127.0.0.1:9093;" in conf
 
 
 def test_a_killed_devices_node_comes_back_only_after_the_superlink_let_it_go():

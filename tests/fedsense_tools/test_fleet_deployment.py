@@ -175,7 +175,7 @@ def test_an_unregistered_key_is_refused(secure_fleet, tmp_path):
     f = secure_fleet
     stranger = make_device_key(tmp_path, "stranger")  # never registered
     device = fleetstate.Device(name="stranger", data=f.devices[0].data, subject=1, partition_id=9,
-                          port=fleet.launcher.free_port())
+                               port=fleet.launcher.free_port())
     log_file = tmp_path / "stranger.log"
     with open(log_file, "wb") as out:
         proc = subprocess.Popen(supernodes.supernode_command(f, device, key=str(stranger.private)),
@@ -190,6 +190,44 @@ def test_an_unregistered_key_is_refused(secure_fleet, tmp_path):
     assert supernodes.ACTIVATION_FAILED in text
     online = {int(n["node-id"]) for n in supernodes.nodes(f) if n["status"] == "online"}
     assert online == {d.node_id for d in f.devices}  # no fourth node got in
+
+
+def test_a_stranger_holding_ca_crt_can_only_dial_the_fleet_api(secure_fleet, tmp_path):
+    """From the devices' side of the TLS front, with only the fleet's public
+    ca.crt: registering a key, listing nodes, unregistering a device and
+    running an app are each refused, and no device is lost. The commands are
+    the ones docs/fleet.md shows."""
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    f = secure_fleet
+    assert f.link and f.link != f.address  # the SuperLink itself listens elsewhere, on 127.0.0.1
+    home = tmp_path / "stranger-home"
+    fleet.launcher.write_cli_config(home, f.address, f.ca_cert)  # what a stranger could write
+    key = make_device_key(tmp_path, "stranger")
+    flwr = str(Path(sys.executable).parent / "flwr")
+    victim = str(f.devices[0].node_id)
+    attempts = {
+        "register": [flwr, "supernode", "register", str(key.public), fleet.launcher.FEDERATION, "--format", "json"],
+        "list": [flwr, "supernode", "ls", fleet.launcher.FEDERATION, "--format", "json"],
+        "unregister": [flwr, "supernode", "unregister", victim, fleet.launcher.FEDERATION, "--format", "json"],
+        "run": [flwr, "run", str(Path(__file__).resolve().parents[2]), fleet.launcher.FEDERATION, "--format", "json"],
+    }
+    for what, cmd in attempts.items():
+        proc = subprocess.run(cmd, env=fleet.launcher.quiet_env(home), capture_output=True, text=True, timeout=120)
+        answer = fleet.launcher._json_tail(proc.stdout)  # flwr exits 0 either way
+        assert answer.get("success") is False and "404 Not Found" in answer.get("error-message", ""), (what, answer)
+    context = ssl.create_default_context(cafile=str(f.ca_cert))
+    for path, method, code in (("/health", "GET", 404), ("/docs", "GET", 404), ("/v1/runtime/get-run", "POST", 404),
+                               ("/v1/fleet/../control/list-nodes", "POST", 404), ("/v1/fleet/get-run", "GET", 403)):
+        request = urllib.request.Request(f"https://{f.address}{path}", data=b"" if method == "POST" else None,
+                                         method=method)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10, context=context)
+        assert refused.value.code == code, path
+    online = {int(n["node-id"]) for n in supernodes.nodes(f) if n["status"] == "online"}
+    assert online == {d.node_id for d in f.devices}  # every device still there, no stranger node
 
 
 # --------------------------------------------------------------------------- faults
