@@ -176,15 +176,20 @@ def regenerate(
     """Run (or, with ``run=False``, only collect) every arm over the seeds and
     write the Markdown page."""
     results: dict[str, dict[str, list[dict]]] = {}
+    text = ""
     for scenario in scenarios:
         chosen = [a for a in arms_of(scenario) if arms is None or a in arms]
         results[scenario] = {a: [run_arm(scenario, a, s, out, reuse, run) for s in seeds] for a in chosen}
         text = render(results, seeds, _command(scenarios, arms, seeds))
-        if not run and completed_runs(text) < completed_runs(doc.read_text() if doc.exists() else ""):
+        if run:  # rewritten after each scenario: progress survives
+            doc.parent.mkdir(parents=True, exist_ok=True)
+            doc.write_text(text)
+    if not run:  # only collecting: never replace the page with one that reports fewer runs
+        if completed_runs(text) < completed_runs(doc.read_text() if doc.exists() else ""):
             print(f"{doc}: left as it is: it reports {completed_runs(doc.read_text())} completed runs, "
                   f"the runs under {out} only {completed_runs(text)}", file=sys.stderr)
             return doc
-        doc.parent.mkdir(parents=True, exist_ok=True)  # rewrite after each scenario: progress survives
+        doc.parent.mkdir(parents=True, exist_ok=True)
         doc.write_text(text)
     return doc
 

@@ -67,6 +67,25 @@ def test_no_run_writes_a_partial_page_and_starts_nothing(tmp_path, monkeypatch):
     assert not (tmp_path / "runs" / "cross_device" / "dann").exists()
 
 
+def test_no_run_keeps_a_fuller_page_and_replaces_an_emptier_one_over_all_scenarios(tmp_path, monkeypatch):
+    """The page is compared once every scenario is collected: runs of a later
+    scenario count (a first scenario alone may hold fewer than the page)."""
+    monkeypatch.setattr(results, "run_experiment", lambda *a, **k: (_ for _ in ()).throw(AssertionError("ran")))
+    runs, doc = tmp_path / "runs", tmp_path / "r.md"
+    write(runs, "cross_device", "source_only", 0, 0.4)
+    for seed in (0, 1):
+        write(runs, "mirror", "source_only", seed, 0.4)
+    results.regenerate(["cross_device", "mirror"], ["source_only"], [0, 1], runs, doc, reuse=False, run=False)
+    assert results.completed_runs(doc.read_text()) == 3
+    write(runs, "mirror", "adabn", 0, 0.6)  # one more, in the second scenario
+    results.regenerate(["cross_device", "mirror"], ["source_only", "adabn"], [0, 1], runs, doc, reuse=False,
+                       run=False)
+    assert results.completed_runs(doc.read_text()) == 4
+    before = doc.read_bytes()
+    results.regenerate(["cross_device"], ["source_only"], [0, 1], runs, doc, reuse=False, run=False)
+    assert doc.read_bytes() == before  # 1 run < 4: the page stays byte for byte
+
+
 def test_every_scenario_has_every_arm_and_loads():
     from fedsense.configfile import load
 
