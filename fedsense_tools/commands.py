@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from fedsense.config import ConfigError
@@ -43,12 +44,15 @@ def _int_list(text: str, flag: str) -> list[int]:
         raise ConfigError(f"{flag} {text!r}: expected integers like 0,1,2") from None
 
 
-def _report(run_dir: Path) -> None:
+def _report(run_dir: Path, started: float) -> None:
+    """The run's headline numbers and where everything is; ``started``: when
+    the command began (the total includes data preparation and start-up)."""
     summary = json.loads((run_dir / "summary.json").read_text())
     t, s = summary["target"], summary["source"]
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
     print(
-        f"\ndone in {summary['wall_seconds']:.0f}s: target macro-F1 {fmt(t['macro_f1'])} "
+        f"\ndone in {time.time() - started:.0f}s (the federation {summary['wall_seconds']:.0f}s): "
+        f"target macro-F1 {fmt(t['macro_f1'])} "
         f"(accuracy {fmt(t['accuracy'])}), source macro-F1 {fmt(s['macro_f1'])}\n"
         f"  summary:     {run_dir / 'summary.json'}\n"
         f"  metrics:     {run_dir / 'metrics.jsonl'}\n"
@@ -194,23 +198,24 @@ def _cmd_results(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    started = time.time()
     if args.resume:
         if args.config or args.overrides or args.out or args.seeds:
             raise ConfigError("--resume RUN_DIR takes the run's own config.yaml: "
                               "no CONFIG, --set, --out or --seeds with it")
-        _report(resume_experiment(args.resume, args.verbose))
+        _report(resume_experiment(args.resume, args.verbose), started)
         return 0
     if not args.config:
         raise ConfigError("fedsense run: give an experiment CONFIG.yaml (or --resume RUN_DIR)")
     if args.seeds:
         run_seeds(args.config, args.overrides, _int_list(args.seeds, "--seeds"), args.out, args.verbose)
         return 0
-    _report(run_experiment(args.config, args.overrides, args.out, args.verbose))
+    _report(run_experiment(args.config, args.overrides, args.out, args.verbose), started)
     return 0
 
 
 def _cmd_fleet(args: argparse.Namespace) -> int:
-
+    started = time.time()
     if args.fleet_command == "up":
         subjects = _int_list(args.subjects, "--subjects") if args.subjects else None
         if (args.devices is None) == (subjects is None):
@@ -227,7 +232,7 @@ def _cmd_fleet(args: argparse.Namespace) -> int:
               f"stop everything:    fedsense fleet down {f.path}")
     elif args.fleet_command == "run":
         run_dir = run_experiment(args.config, args.overrides, args.out, args.verbose, fleet=args.dir)
-        _report(run_dir)
+        _report(run_dir, started)
     elif args.fleet_command == "start":
         f = Fleet.load(args.dir)
         d = start_device(f, args.device, wait=args.wait)

@@ -54,7 +54,14 @@ class Progress:
         self.rounds = rounds
         self.done = done
         self.seen = 0
-        self.started = time.time()
+        self.durations: list[float] = []  # this attempt's rounds, as the server timed them
+
+    def eta(self, remaining: int) -> float:
+        """Seconds left: the rounds to go times the mean round so far, the
+        first left out once there are others (it carries one-off costs:
+        devices' first fits, Ray's actors warming up); start-up never counts."""
+        typical = self.durations[1:] or self.durations
+        return remaining * sum(typical) / len(typical) if typical else 0.0
 
     def __call__(self) -> None:
         if not self.path.exists():
@@ -69,8 +76,8 @@ class Progress:
             self.seen += 1
             if r <= self.done:
                 continue
-            elapsed = time.time() - self.started
-            eta = elapsed / (r - self.done) * (self.rounds - r)
+            self.durations.append(float(rec.get("seconds", 0.0)))
+            eta = self.eta(self.rounds - r)
             fmt = lambda role: (  # noqa: E731
                 f"{rec[role]['macro_f1']:.4f}" if role in rec else "  -   "
             )

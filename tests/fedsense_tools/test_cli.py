@@ -198,3 +198,20 @@ def test_board_serves_each_run_under_its_folder_name_on_loopback(tmp_path, capsy
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_progress_estimates_from_the_rounds_not_the_start_up(tmp_path, capsys):
+    """The ETA is the rounds to go times the mean round (the first, with its
+    one-off costs, left out once there are others), whatever start-up took."""
+    from fedsense_tools.experiment import Progress
+
+    progress = Progress(tmp_path, rounds=10)
+    metrics = tmp_path / "metrics.jsonl"
+    lines = [{"round": 1, "seconds": 40.0, "target": {"macro_f1": 0.5}}, {"round": 2, "seconds": 10.0},
+             {"round": 3, "seconds": 12.0}]
+    for i in range(1, 4):
+        metrics.write_text("".join(json.dumps(rec) + "\n" for rec in lines[:i]))
+        progress()
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split("ETA")[1].split()[0] for line in out] == ["360s", "80s", "77s"]  # 9x40, 8x10, 7x11
+    assert "target macro-F1 0.5000" in out[0] and "source macro-F1   -" in out[0]
