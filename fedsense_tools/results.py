@@ -30,7 +30,7 @@ EXPERIMENTS = Path(__file__).resolve().parent.parent / "configs" / "experiments"
 ARM_ORDER = [
     "source_only", "adabn", "fedbn_stats", "fedbn", "dann", "m3bat_federated", "m3bat_statistics", "m3bat_bn",
     "m3bat_local", "ablation_no_calibration", "ablation_no_self_training", "ablation_fused_only",
-    "ablation_no_alignment", "ablation_marginal",
+    "ablation_no_alignment", "ablation_marginal", "ablation_self_training_only",
     "centralized_source_only", "centralized_dann", "centralized_m3bat", "target_oracle", "target_oracle_bn",
 ]
 SCENARIO_ORDER = ["cross_device", "mirror", "rotation_x", "sensor", "cross_user"]
@@ -47,6 +47,8 @@ ABLATIONS = {
     "ablation_fused_only": "alignment on the fused embedding only (DANN-style)",
     "ablation_no_alignment": "without alignment (calibration and self-training only)",
     "ablation_marginal": "alignment without class conditioning",
+    "ablation_self_training_only": "without calibration and alignment (against 'without calibration': what "
+                                   "alignment adds where calibration does not undo the shift)",
 }
 OVERVIEW = ["source_only", "adabn", "m3bat_bn", DEFAULT, "centralized_m3bat", "target_oracle_bn"]
 
