@@ -25,7 +25,8 @@ import signal
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """Every command, argument and option of ``fedsense``, each with its help."""
     parser = argparse.ArgumentParser(prog="fedsense", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"fedsense {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -41,30 +42,32 @@ def main(argv: list[str] | None = None) -> int:
                        "plus OUT/seeds.json with mean ± std")
     conv_p = sub.add_parser("convert", help="write the configured dataset as docs/design.md npz file(s)")
     conv_p.add_argument("config", help="experiment YAML whose data section is converted")
-    conv_p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    conv_p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key before converting (e.g. data.shifts=[]); repeatable")
     conv_p.add_argument("--out", required=True, help="output .npz file (or folder with --per-subject)")
     conv_p.add_argument("--per-subject", action="store_true",
                         help="one file per subject (a device's data for a real SuperNode)")
     plot_p = sub.add_parser("plot", help="PNG learning curves of one or more run directories")
-    plot_p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    plot_p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (each with metrics.jsonl)")
     plot_p.add_argument("--out", help="folder for the PNGs (default: RUN_DIR/plots for one run, ./plots for several)")
     cmp_p = sub.add_parser("compare", help="a Markdown table of run directories' summaries")
-    cmp_p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    cmp_p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (each with summary.json)")
     board_p = sub.add_parser("board", help="open TensorBoard on run directories, each run named by its folder")
-    board_p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    board_p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (each with tb/)")
     board_p.add_argument("--port", type=int, default=6006, help="port on 127.0.0.1 (default 6006)")
     res_p = sub.add_parser("results", help="run every experiment arm over seeds; write docs/results.md")
-    res_p.add_argument("--scenarios", default="cross_device,mirror,rotation_x,sensor,cross_user")
+    res_p.add_argument("--scenarios", default="cross_device,mirror,rotation_x,sensor,cross_user",
+                       help="comma-separated folders of configs/experiments/ (default: all five)")
     res_p.add_argument("--arms", help="comma-separated arm names (default: all)")
-    res_p.add_argument("--seeds", default="0,1,2")
+    res_p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds, one run each (default 0,1,2)")
     res_p.add_argument("--out", default="runs/results", help="where the runs go")
     res_p.add_argument("--doc", default="docs/results.md", help="the Markdown file written")
     res_p.add_argument("--reuse", action="store_true", help="keep runs already completed under --out")
     res_p.add_argument("--no-run", action="store_true",
                        help="start nothing: write the page from the runs completed so far")
     exp_p = sub.add_parser("export", help="write a run's inference model (no discriminators) for devices")
-    exp_p.add_argument("run", metavar="RUN_DIR")
-    exp_p.add_argument("--format", choices=["onnx"], default="onnx")
+    exp_p.add_argument("run", metavar="RUN_DIR", help="a completed run directory (its checkpoints)")
+    exp_p.add_argument("--format", choices=["onnx"], default="onnx", help="the file format (ONNX)")
     exp_p.add_argument("--int8", action="store_true",
                        help="static int8 quantization (per-channel weights, calibrated activations)")
     exp_p.add_argument("--out", help="the file written (default: RUN_DIR/export/model[-device-N][-int8].onnx)")
@@ -74,7 +77,11 @@ def main(argv: list[str] | None = None) -> int:
                        help="also export every device's model and report target/source macro-F1 and parity "
                        "with PyTorch, as the federation evaluates (onnxruntime, CPU)")
     _fleet_parser(sub)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so `finally` blocks stop the SuperLink we started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
@@ -104,19 +111,20 @@ def _fleet_parser(sub) -> None:
     up.add_argument("--tls", action="store_true", help="TLS with a generated CA (server certificate for 127.0.0.1)")
     up.add_argument("--auth", action="store_true", help="SuperNode authentication with registered keys (needs --tls)")
     run = fsub.add_parser("run", help="run an experiment on the fleet and wait for its final status")
-    run.add_argument("dir", metavar="DIR")
+    run.add_argument("dir", metavar="DIR", help="the fleet's folder (of `fleet up`)")
     run.add_argument("config", help="experiment YAML")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config key (value parsed as YAML); repeatable")
     run.add_argument("--out", help="run directory (default: runs/<name>-<time>)")
     run.add_argument("--verbose", action="store_true", help="stream the run's log")
     start = fsub.add_parser("start", help="(re)start one device's SuperNode, retrying while the SuperLink refuses it")
-    start.add_argument("dir", metavar="DIR")
+    start.add_argument("dir", metavar="DIR", help="the fleet's folder")
     start.add_argument("device", help="e.g. device-0")
     start.add_argument("--wait", type=float, default=180.0, help="seconds to keep retrying (default 180)")
     status = fsub.add_parser("status", help="which of the fleet's processes run; the SuperLink's nodes")
-    status.add_argument("dir", metavar="DIR")
+    status.add_argument("dir", metavar="DIR", help="the fleet's folder")
     down = fsub.add_parser("down", help="stop exactly the processes `fleet up` and `fleet start` started")
-    down.add_argument("dir", metavar="DIR")
+    down.add_argument("dir", metavar="DIR", help="the fleet's folder")
     certs = fsub.add_parser("certs", help="a CA, a SuperLink certificate and the TLS front's nginx.conf for a "
                             "real fleet")
     certs.add_argument("--out", required=True, help="folder for ca.crt, ca.key, server.pem, server.key, "

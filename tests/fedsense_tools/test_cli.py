@@ -215,3 +215,22 @@ def test_progress_estimates_from_the_rounds_not_the_start_up(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert [line.split("ETA")[1].split()[0] for line in out] == ["360s", "80s", "77s"]  # 9x40, 8x10, 7x11
     assert "target macro-F1 0.5000" in out[0] and "source macro-F1   -" in out[0]
+
+
+def test_every_argument_and_option_says_what_it_is_for():
+    import argparse
+
+    from fedsense_tools.cli import build_parser
+
+    def walk(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from walk(sub, f"{path} {name}")
+            elif not isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+                yield f"{path} {action.dest}", action.help
+
+    found = dict(walk(build_parser(), "fedsense"))
+    assert len(found) > 40
+    assert [name for name, text in found.items() if not text] == []
+    assert not [name for name, text in found.items() if "``" in text]  # no reStructuredText in --help
