@@ -37,6 +37,7 @@ log = logging.getLogger("fedsense.launcher")
 
 APP_DIR = Path(__file__).resolve().parent.parent  # holds pyproject.toml
 FEDERATION = "fedsense"
+RAY_TMP_NOTE = "ray-tmp"  # FLWR_HOME/ray-tmp: the path of the run's Ray directory
 
 
 class RunFailed(RuntimeError):
@@ -168,6 +169,7 @@ class SuperLink:
         # Ray's sessions in a directory of this run's (short: Ray's socket
         # paths must fit 107 bytes), removed when the run ends, not in /tmp/ray.
         ray_tmp = Path(tempfile.mkdtemp(prefix="fsray-", dir="/tmp"))
+        (home / RAY_TMP_NOTE).write_text(f"{ray_tmp}\n")  # which one is this run's (for `ls`, and the tests)
         env = {**quiet_env(home), "RAY_TMPDIR": str(ray_tmp)}
         with open(home / "superlink.out", "ab") as out:
             process = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)

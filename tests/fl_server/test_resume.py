@@ -18,6 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from fedsense.config import ConfigError
 from fedsense.rundir import read_metrics
 from fedsense_tools.experiment import resume_experiment, run_experiment
+from fedsense_tools.launcher import RAY_TMP_NOTE
 from tests.conftest import SYNTHETIC, processes_with_home
 
 ROUNDS = 4
@@ -69,7 +70,6 @@ def runs(tmp_path_factory) -> tuple[Path, Path, list[int]]:
     killed = tmp / "killed"
     fedsense = Path(sys.executable).parent / "fedsense"
     sets = [arg for o in _overrides(tmp) for arg in ("--set", o)]
-    ray_dirs = set(Path("/tmp").glob("fsray-*"))
     cli = subprocess.Popen([str(fedsense), "run", str(SYNTHETIC), *sets, "--out", str(killed)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -80,7 +80,8 @@ def runs(tmp_path_factory) -> tuple[Path, Path, list[int]]:
         lines = len(read_metrics(killed))
         time.sleep(5)
         assert len(read_metrics(killed)) == lines  # no round finished after the kill
-        assert set(Path("/tmp").glob("fsray-*")) == ray_dirs  # Ray's directory went with the run
+        ray_tmp = Path((killed / "flower" / RAY_TMP_NOTE).read_text().strip())
+        assert ray_tmp.name.startswith("fsray-") and not ray_tmp.exists()  # Ray's directory went with the run
     finally:
         if cli.poll() is None:
             cli.kill()
