@@ -40,6 +40,8 @@ DEFAULT = "m3bat_local"  # configs/default.yaml's method
 COMPARISONS = [
     (DEFAULT, "adabn"), (DEFAULT, "source_only"), (DEFAULT, "m3bat_bn"), (DEFAULT, "centralized_m3bat"),
     (DEFAULT, "target_oracle_bn"),
+    # what the multi-branch alignment adds: with calibration, and where calibration does not undo the shift
+    (DEFAULT, "ablation_no_alignment"), ("ablation_no_calibration", "ablation_self_training_only"),
 ]
 ABLATIONS = {
     "ablation_no_calibration": "without calibration",
