@@ -283,8 +283,8 @@ def dispatch(args: argparse.Namespace) -> int:
         if isinstance(stop, SystemExit) and stop.code not in (130, 143):
             raise
         where = RUNNING.get("dir")
-        hint = f"; continue it with: fedsense run --resume {where}" if where and (where / "checkpoints" /
-                                                                                 "resume.npz").exists() else ""
+        resumable = where is not None and (where / "checkpoints" / "resume.npz").exists()
+        hint = f"; continue it with: {_own_bin('fedsense')} run --resume {where}" if resumable else ""
         print(f"\nfedsense: stopped{hint}", file=sys.stderr)
         return 130 if isinstance(stop, KeyboardInterrupt) else 143
     except FleetError as err:

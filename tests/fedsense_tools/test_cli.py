@@ -234,3 +234,29 @@ def test_every_argument_and_option_says_what_it_is_for():
     assert len(found) > 40
     assert [name for name, text in found.items() if not text] == []
     assert not [name for name, text in found.items() if "``" in text]  # no reStructuredText in --help
+
+
+def test_an_interrupted_run_says_in_one_line_how_to_continue_it(tmp_path, capsys, monkeypatch):
+    import argparse
+    import sys
+    from pathlib import Path
+
+    from fedsense_tools import commands
+    from fedsense_tools.experiment import RUNNING
+
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "resume.npz").write_bytes(b"")
+
+    def interrupted(args):
+        RUNNING["dir"] = run_dir
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(commands, "_cmd_run", interrupted)
+    try:
+        assert commands.dispatch(argparse.Namespace(command="run")) == 130
+    finally:
+        RUNNING.pop("dir", None)
+    err = capsys.readouterr().err.strip().splitlines()
+    venv_fedsense = Path(sys.executable).parent / "fedsense"
+    assert err == [f"fedsense: stopped; continue it with: {venv_fedsense} run --resume {run_dir}"]
