@@ -21,31 +21,29 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.app import Context, Error, Message, MetricRecord, RecordDict
 
 from fedsense import protocol
-from fedsense.compression import ENCODINGS, UNCOMPRESSED, encode
 from fedsense.config import Config, ConfigError
 from fedsense.data.base import DatasetError
 from fedsense.data.clients import ClientData, load_client_data
 from fedsense.data.missing import conform
-from fedsense.devicestate import load_local, save_local
+from fedsense.devicestate import load_local
 from fedsense.embeddings import class_centroids
 from fedsense.engine import evaluate as evaluate_model
 from fedsense.floors import device_floor, floor_rows
 from fedsense.methods import METHODS, Method, Step
 from fedsense.methods.base import METHOD_STATE
-from fedsense.models import DataSpec, MultimodalNet
+from fedsense.models import DataSpec
 from fedsense.runmodel import build_run_model, sharing_of
-from fedsense.params import Sharing, load_arrays, local_arrays, shared_arrays, shared_keys
+from fedsense.params import Sharing, load_arrays, shared_arrays, shared_keys
 from fedsense.privacy import clip_update
 from fedsense.runconfig import config_from_run
 from flwr.clientapp import ClientApp
 
+from fl_client.device_state import LOCAL_STATE, keep_local, packed_update, state_dir
 from fl_client.fault_mod import inject_faults
-
-LOCAL_STATE = "fedsense-local"  # context.state key of the device-only arrays
-RESIDUAL_STATE = "fedsense-residual"  # context.state key of error feedback's rounding residual
+from fl_client.records import to_numpy, to_record
 
 app = ClientApp(mods=[inject_faults])  # a no-op unless the run's faults: section names this client
 log = logging.getLogger("fedsense.client")
@@ -98,43 +96,6 @@ def refuses_bad_input(handler: Handler) -> Handler:
     return wrapped
 
 
-def _arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
-    return {k: v.numpy() for k, v in record.items()}
-
-
-def _record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
-    # order="C" without np.ascontiguousarray, which turns a 0-d buffer into shape (1,)
-    return ArrayRecord({k: Array(np.asarray(v, order="C")) for k, v in arrays.items()})
-
-
-def _state_dir(cfg: Config, data: ClientData, context: Context) -> Path | None:
-    """Where this device keeps its device-only parameters between runs: the
-    node config's ``state-dir``; for a simulated client, ``devices/<partition>``
-    in the run directory; else nowhere (they live for one run only)."""
-    given = context.node_config.get(protocol.NODE_STATE_DIR)
-    if given is not None:
-        path = Path(str(given)).expanduser()
-        if not path.is_absolute():
-            raise ConfigError(f"node config {protocol.NODE_STATE_DIR}={given!r}: must be an absolute path")
-        return path
-    if protocol.NODE_NUM_PARTITIONS in context.node_config and cfg.output.dir and data.partition_id >= 0:
-        return Path(cfg.output.dir) / "devices" / str(data.partition_id)
-    return None
-
-
-def _keep_local(cfg: Config, data: ClientData, context: Context, msg: Message, model: MultimodalNet,
-                sharing: Sharing, state: dict[str, np.ndarray]) -> None:
-    """The device's kept parameters and its method's own arrays into
-    ``context.state`` and onto the device's disk."""
-    labelled = _labels_usable(cfg, data)
-    arrays = {**local_arrays(model, sharing, labelled), **{METHOD_STATE + k: v for k, v in state.items()}}
-    context.state[LOCAL_STATE] = _record(arrays)
-    directory = _state_dir(cfg, data, context)
-    if directory is not None and arrays:
-        server_round = int(msg.content[protocol.CONFIG][protocol.CFG_ROUND])
-        save_local(directory, server_round, msg.metadata.message_type, arrays)
-
-
 def _seed(cfg: Config, data: ClientData, server_round: int, phase: int) -> int:
     """Distinct, reproducible randomness per seed, round, message and client."""
     return cfg.seed * 1_000_003 + server_round * 1_009 + max(data.partition_id, 0) + phase * 7_919
@@ -154,17 +115,17 @@ def _setup(msg: Message, context: Context, phase: int) -> tuple[Method, Sharing,
     if spec.shapes:  # the federation's inputs: a modality this device lacks is masked
         data = replace(data, train=conform(data.train, spec.shapes), test=conform(data.test, spec.shapes))
     model = build_run_model(DataSpec(shapes=data.train.shapes(), num_classes=num_classes), cfg)
-    load_arrays(model, _arrays(msg.content[protocol.ARRAYS]), strict_keys=shared_keys(model, sharing))
+    load_arrays(model, to_numpy(msg.content[protocol.ARRAYS]), strict_keys=shared_keys(model, sharing))
     stored: dict[str, np.ndarray] | None = None
     if LOCAL_STATE in context.state:  # device-only parameters from earlier rounds of this run
-        stored = _arrays(context.state[LOCAL_STATE])
-    elif (directory := _state_dir(cfg, data, context)) is not None:  # a resumed run: from the device's disk
+        stored = to_numpy(context.state[LOCAL_STATE])
+    elif (directory := state_dir(cfg, data, context)) is not None:  # a resumed run: from the device's disk
         stored = load_local(directory, int(config[protocol.CFG_ROUND]), msg.metadata.message_type)
     state: dict[str, np.ndarray] = {}
     if stored is not None:
         state = {k[len(METHOD_STATE):]: v for k, v in stored.items() if k.startswith(METHOD_STATE)}
         load_arrays(model, {k: v for k, v in stored.items() if not k.startswith(METHOD_STATE)}, strict_keys=set())
-    payload = {name: _arrays(record) for name, record in msg.content.array_records.items() if name != protocol.ARRAYS}
+    payload = {name: to_numpy(record) for name, record in msg.content.array_records.items() if name != protocol.ARRAYS}
     server_round = int(config[protocol.CFG_ROUND])
     step = Step(cfg=cfg, model=model, data=data, config=dict(config), payload=payload,
                 seed=_seed(cfg, data, server_round, phase), state=state)
@@ -187,7 +148,7 @@ def train(msg: Message, context: Context) -> Message:
     cfg, data, model = step.cfg, step.data, step.model
     config = msg.content[protocol.CONFIG]
     result = method.train(step)
-    _keep_local(cfg, data, context, msg, model, sharing, step.state)
+    keep_local(cfg, data, context, msg, model, sharing, step.state)
     numbers = {
         **result.metrics,
         **{protocol.modality_windows_key(m): data.train.windows_with(m) for m in model.modalities},
@@ -197,41 +158,10 @@ def train(msg: Message, context: Context) -> Message:
     metrics = MetricRecord(numbers)
     shared = shared_arrays(model, sharing)
     if protocol.CFG_CLIPPING_NORM in config:  # privacy.dp: Flower's client-side fixed clipping
-        shared = clip_update(shared, _arrays(msg.content[protocol.ARRAYS]), float(config[protocol.CFG_CLIPPING_NORM]))
-    update = _packed_update(cfg, msg, context, shared, _state_dir(cfg, data, context))
-    records = {name: _record(arrays) for name, arrays in result.records.items()}
+        shared = clip_update(shared, to_numpy(msg.content[protocol.ARRAYS]), float(config[protocol.CFG_CLIPPING_NORM]))
+    update = packed_update(cfg, msg, context, shared, state_dir(cfg, data, context))
+    records = {name: to_record(arrays) for name, arrays in result.records.items()}
     return Message(RecordDict({**update, **records, protocol.METRICS: metrics}), reply_to=msg)
-
-
-def _packed_update(cfg: Config, msg: Message, context: Context, shared: dict[str, np.ndarray],
-                   directory: Path | None) -> dict[str, ArrayRecord]:
-    """The trained arrays as the server asked for them: as they are, or their
-    change against the global arrays compressed (``fedsense.compression``),
-    this round's rounding error kept for the next round (error feedback) in
-    ``context.state`` and on the device's disk (``directory``), so a resumed
-    run carries it over as well."""
-    encoding = str(msg.content[protocol.CONFIG].get(protocol.CFG_UPDATE_ENCODING, UNCOMPRESSED))
-    if encoding == UNCOMPRESSED:
-        return {protocol.ARRAYS: _record(shared)}
-    if encoding not in ENCODINGS:
-        raise ConfigError(f"the server asks for update encoding '{encoding}', which this device does not know "
-                          f"(valid: {', '.join(ENCODINGS)})")
-    reference = _arrays(msg.content[protocol.ARRAYS])
-    server_round = int(msg.content[protocol.CONFIG][protocol.CFG_ROUND])
-    residual = None
-    if RESIDUAL_STATE in context.state:
-        residual = _arrays(context.state[RESIDUAL_STATE])
-    elif directory is not None:  # a resumed run: the residual of the last completed round
-        residual = load_local(directory, server_round, "train", kind="residual")
-    if residual is not None and (set(residual) != set(reference)
-                                 or any(residual[k].shape != np.shape(reference[k]) for k in reference)):
-        residual = None  # another model's residual: nothing to carry over
-    packed, error = encode(shared, reference, encoding, residual if cfg.fed.error_feedback else None)
-    if cfg.fed.error_feedback:
-        context.state[RESIDUAL_STATE] = _record(error)
-        if directory is not None:
-            save_local(directory, server_round, "train", error, kind="residual")
-    return {protocol.UPDATE: _record({protocol.UPDATE_VALUES: packed.values, protocol.UPDATE_SCALES: packed.scales})}
 
 
 @app.evaluate()
@@ -243,16 +173,16 @@ def evaluate(msg: Message, context: Context) -> Message:
     num_classes = int(msg.content[protocol.CONFIG][protocol.CFG_NUM_CLASSES])
     result = method.evaluate(step)
     if result.keep:
-        _keep_local(cfg, data, context, msg, model, sharing, step.state)
+        keep_local(cfg, data, context, msg, model, sharing, step.state)
     scores = evaluate_model(model, data.test, num_classes)
     cm = floor_rows(np.asarray(scores["confusion"], dtype=np.int64), device_floor(context.node_config))
-    content = RecordDict({name: _record(arrays) for name, arrays in result.records.items()})
+    content = RecordDict({name: to_record(arrays) for name, arrays in result.records.items()})
     extra: dict[str, int | float | list[int] | list[float]] = dict(result.metrics)
     config = msg.content[protocol.CONFIG]
     if protocol.CFG_PROJECTOR in config:  # a projector snapshot: class centroids, no single window
         least = max(int(config[protocol.CFG_PROJECTOR]), device_floor(context.node_config))
         centroids, counts = class_centroids(model, data.test, num_classes, least)
-        content[protocol.EMBEDDINGS] = _record({protocol.embed_key(b): c for b, c in centroids.items()})
+        content[protocol.EMBEDDINGS] = to_record({protocol.embed_key(b): c for b, c in centroids.items()})
         extra[protocol.EMBED_COUNT] = counts
     numbers = {
         protocol.NUM_EXAMPLES: int(scores["windows"]),

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Context, Message, MessageType, MetricRecord
+from flwr.app import Context, Message, MessageType, MetricRecord
 from flwr.clientapp.typing import ClientAppCallable
 
 from fedsense import protocol
@@ -25,6 +25,7 @@ from fedsense.compression import decode, encode
 from fedsense.config import Config, ConfigError
 from fedsense.faults import LIES, TAMPERING, fault_of, lie, tamper
 from fedsense.runconfig import config_from_run
+from fl_client.records import to_numpy, to_record
 
 
 def client_fault(context: Context) -> tuple[Config, int, str] | None:
@@ -42,38 +43,30 @@ def client_fault(context: Context) -> tuple[Config, int, str] | None:
     return None if fault is None else (cfg, int(pid), fault)
 
 
-def _numpy(record: ArrayRecord) -> dict[str, np.ndarray]:
-    return {k: v.numpy() for k, v in record.items()}
-
-
-def _record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
-    return ArrayRecord({k: Array(np.asarray(v, order="C")) for k, v in arrays.items()})
-
-
 def _tamper_reply(fault: str, cfg: Config, msg: Message, reply: Message) -> None:
     """Replace the reply's trained arrays (plain, or a compressed update,
     decoded and encoded again) by what a ``fault`` device sends."""
-    received = _numpy(msg.content[protocol.ARRAYS])
+    received = to_numpy(msg.content[protocol.ARRAYS])
     if protocol.ARRAYS in reply.content.array_records:
-        trained = _numpy(reply.content[protocol.ARRAYS])
-        reply.content[protocol.ARRAYS] = _record(tamper(fault, trained, received, cfg.faults.scale_factor))
+        trained = to_numpy(reply.content[protocol.ARRAYS])
+        reply.content[protocol.ARRAYS] = to_record(tamper(fault, trained, received, cfg.faults.scale_factor))
         return
-    packed = _numpy(reply.content[protocol.UPDATE])
+    packed = to_numpy(reply.content[protocol.UPDATE])
     encoding = str(msg.content[protocol.CONFIG][protocol.CFG_UPDATE_ENCODING])
     trained = decode(packed[protocol.UPDATE_VALUES], packed[protocol.UPDATE_SCALES], received, encoding)
     again, _error = encode(tamper(fault, trained, received, cfg.faults.scale_factor), received, encoding, None)
-    reply.content[protocol.UPDATE] = _record({protocol.UPDATE_VALUES: again.values,
+    reply.content[protocol.UPDATE] = to_record({protocol.UPDATE_VALUES: again.values,
                                               protocol.UPDATE_SCALES: again.scales})
 
 
 def _lie_in_reply(fault: str, kind: str, reply: Message, rng: np.random.Generator) -> None:
     metrics = dict(reply.content[protocol.METRICS])
-    records = {name: _numpy(r) for name, r in reply.content.array_records.items()
+    records = {name: to_numpy(r) for name, r in reply.content.array_records.items()
                if name not in (protocol.ARRAYS, protocol.UPDATE)}
     lie(fault, kind, metrics, records, rng)
     reply.content[protocol.METRICS] = MetricRecord(metrics)
     for name, arrays in records.items():
-        reply.content[name] = _record(arrays)
+        reply.content[name] = to_record(arrays)
 
 
 def inject_faults(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:

@@ -12,7 +12,8 @@ from fedsense.data.base import DatasetError
 from fedsense.methods import METHODS
 from fedsense.models import DataSpec, build_model
 from fedsense.params import shared_arrays
-from fl_client.client_app import LOCAL_STATE, evaluate, query, train
+from fl_client.client_app import evaluate, query, train
+from fl_client.device_state import LOCAL_STATE
 from tests.conftest import SYNTHETIC
 from tests.fl_client.messages import device_context, global_arrays, server_message
 

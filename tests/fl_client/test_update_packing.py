@@ -10,7 +10,8 @@ from flwr.app import Message, MessageType
 
 from fedsense import protocol
 from fedsense.compression import decode
-from fl_client.client_app import RESIDUAL_STATE, train
+from fl_client.client_app import train
+from fl_client.device_state import RESIDUAL_STATE
 from tests.fl_client.messages import device_context, global_arrays, server_message
 
 
