@@ -132,10 +132,6 @@ def _setup(msg: Message, context: Context, phase: int) -> tuple[Method, Sharing,
     return method, sharing, step
 
 
-def _labels_usable(cfg: Config, data: ClientData) -> bool:
-    return data.role == "source" or cfg.data.target_labels == "visible"
-
-
 def _identity(data: ClientData) -> dict[str, int]:
     return {protocol.IS_TARGET: int(data.role == "target"), protocol.PARTITION: data.partition_id}
 
@@ -148,7 +144,7 @@ def train(msg: Message, context: Context) -> Message:
     cfg, data, model = step.cfg, step.data, step.model
     config = msg.content[protocol.CONFIG]
     result = method.train(step)
-    keep_local(cfg, data, context, msg, model, sharing, step.state)
+    keep_local(step, sharing, context, msg.metadata.message_type)
     numbers = {
         **result.metrics,
         **{protocol.modality_windows_key(m): data.train.windows_with(m) for m in model.modalities},
@@ -169,11 +165,11 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate(msg: Message, context: Context) -> Message:
     started = time.process_time()
     method, sharing, step = _setup(msg, context, phase=1)
-    cfg, data, model = step.cfg, step.data, step.model
+    data, model = step.data, step.model
     num_classes = int(msg.content[protocol.CONFIG][protocol.CFG_NUM_CLASSES])
     result = method.evaluate(step)
     if result.keep:
-        keep_local(cfg, data, context, msg, model, sharing, step.state)
+        keep_local(step, sharing, context, msg.metadata.message_type)
     scores = evaluate_model(model, data.test, num_classes)
     cm = floor_rows(np.asarray(scores["confusion"], dtype=np.int64), device_floor(context.node_config))
     content = RecordDict({name: to_record(arrays) for name, arrays in result.records.items()})

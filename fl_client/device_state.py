@@ -15,8 +15,7 @@ from fedsense.compression import ENCODINGS, UNCOMPRESSED, encode
 from fedsense.config import Config, ConfigError
 from fedsense.data.clients import ClientData
 from fedsense.devicestate import load_local, save_local
-from fedsense.methods.base import METHOD_STATE
-from fedsense.models import MultimodalNet
+from fedsense.methods.base import METHOD_STATE, Step
 from fedsense.params import Sharing, local_arrays
 from fl_client.records import to_numpy, to_record
 
@@ -39,17 +38,15 @@ def state_dir(cfg: Config, data: ClientData, context: Context) -> Path | None:
     return None
 
 
-def keep_local(cfg: Config, data: ClientData, context: Context, msg: Message, model: MultimodalNet,
-                sharing: Sharing, state: dict[str, np.ndarray]) -> None:
-    """The device's kept parameters and its method's own arrays into
-    ``context.state`` and onto the device's disk."""
-    labelled = data.role == "source" or cfg.data.target_labels == "visible"
-    arrays = {**local_arrays(model, sharing, labelled), **{METHOD_STATE + k: v for k, v in state.items()}}
+def keep_local(step: Step, sharing: Sharing, context: Context, message_type: str) -> None:
+    """The device's kept parameters and its method's own arrays after
+    ``step`` into ``context.state`` and onto the device's disk."""
+    arrays = {**local_arrays(step.model, sharing, step.labelled),
+              **{METHOD_STATE + k: v for k, v in step.state.items()}}
     context.state[LOCAL_STATE] = to_record(arrays)
-    directory = state_dir(cfg, data, context)
+    directory = state_dir(step.cfg, step.data, context)
     if directory is not None and arrays:
-        server_round = int(msg.content[protocol.CONFIG][protocol.CFG_ROUND])
-        save_local(directory, server_round, msg.metadata.message_type, arrays)
+        save_local(directory, step.server_round, message_type, arrays)
 
 
 def packed_update(cfg: Config, msg: Message, context: Context, shared: dict[str, np.ndarray],
