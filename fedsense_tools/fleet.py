@@ -23,9 +23,6 @@ Layout of DIR::
 
 from __future__ import annotations
 
-import ssl
-import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -133,20 +130,13 @@ def up(
 def wait_front(fleet: Fleet, timeout: float) -> None:
     """Wait until the TLS front answers a Fleet API call (the SuperLink's own
     refusal of an unsigned one will do); fail naming its log if it exits."""
-    context = ssl.create_default_context(cafile=str(fleet.ca_cert))
-    url = f"https://{fleet.address}/v1/fleet/get-run"
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if not alive(tuple(fleet.front)):
-            raise FleetError(f"the TLS front (nginx) exited; {fleet.path / 'front' / 'error.log'} says why")
-        try:
-            urllib.request.urlopen(urllib.request.Request(url, data=b"", method="POST"), timeout=2, context=context)
-            return
-        except urllib.error.HTTPError:
-            return  # an HTTP answer through the front: it is up
-        except OSError:
-            time.sleep(0.2)
-    raise FleetError(f"the TLS front did not answer within {timeout:.0f}s; see {fleet.path / 'front' / 'error.log'}")
+    front = tuple(fleet.front or ())
+    request = urllib.request.Request(f"https://{fleet.address}/v1/fleet/get-run", data=b"", method="POST")
+    try:
+        launcher.wait_answering(request, lambda: None if alive(front) else -1, fleet.path / "front" / "error.log",
+                                timeout, fleet.ca_cert, what="the TLS front (nginx)", any_status=True)
+    except launcher.RunFailed as err:
+        raise FleetError(str(err)) from None
 
 
 def down(directory: str | Path, grace: float = 15.0) -> list[str]:

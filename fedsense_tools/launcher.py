@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -122,6 +123,38 @@ def write_cli_config(home: Path, address: str, ca_cert: Path | None = None) -> N
     )
 
 
+def wait_answering(
+    request: str | urllib.request.Request,
+    exit_code: Callable[[], int | None],
+    log_file: Path,
+    timeout: float,
+    ca_cert: Path | None = None,
+    *,
+    what: str = "flower-superlink",
+    any_status: bool = False,
+) -> None:
+    """Wait until ``request`` gets HTTP 200 (HTTPS with ``ca_cert``); with
+    ``any_status`` any HTTP answer will do (a refusal shows the server is
+    up). Fail early, naming ``log_file``, once ``exit_code()`` says the
+    process exited."""
+    context = ssl.create_default_context(cafile=str(ca_cert)) if ca_cert else None
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if (code := exit_code()) is not None:
+            raise RunFailed(f"{what} exited with code {code}; see {log_file}")
+        try:
+            with urllib.request.urlopen(request, timeout=2, context=context) as r:
+                if r.status == 200 or any_status:
+                    return
+        except urllib.error.HTTPError:
+            if any_status:
+                return
+            time.sleep(0.2)
+        except OSError:
+            time.sleep(0.2)
+    raise RunFailed(f"{what} did not answer within {timeout:.0f}s; see {log_file}")
+
+
 def wait_healthy(
     address: str,
     exit_code: Callable[[], int | None],
@@ -129,21 +162,8 @@ def wait_healthy(
     timeout: float,
     ca_cert: Path | None = None,
 ) -> None:
-    """Wait for the SuperLink's ``/health`` endpoint (HTTPS with ``ca_cert``);
-    fail early, naming its log, if the process exits meanwhile."""
-    context = ssl.create_default_context(cafile=str(ca_cert)) if ca_cert else None
-    url = f"{'https' if ca_cert else 'http'}://{address}/health"
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if (code := exit_code()) is not None:
-            raise RunFailed(f"flower-superlink exited with code {code}; see {log_file}")
-        try:
-            with urllib.request.urlopen(url, timeout=1, context=context) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise RunFailed(f"flower-superlink did not become healthy within {timeout:.0f}s; see {log_file}")
+    """Wait for the SuperLink's ``/health`` endpoint (HTTPS with ``ca_cert``)."""
+    wait_answering(f"{'https' if ca_cert else 'http'}://{address}/health", exit_code, log_file, timeout, ca_cert)
 
 
 @dataclass
