@@ -10,9 +10,11 @@ benchmarks/results/fleet_round.json. Measured:
 - ``deployment`` / ``simulation``: seconds per round (from metrics.jsonl);
 - ``device_message``: per message, from the SuperNode pulling it to the
   SuperNode handing the reply back (its log lines, stamped as they appear);
-- ``clientapp_handler``: from the ClientApp's own log line per message, the
-  handler's seconds (fedsense's work) and how long the fresh process had
-  been running when the handler started (start-up: imports, app install);
+- ``clientapp_handler``: from the ClientApp's own log lines per message
+  (one per part: with one message a round, an evaluate and a train line
+  from the same process), the handlers' seconds (fedsense's work) and how
+  long the fresh process had been running when the first began (start-up:
+  imports, app install);
 - ``clientapp_process``: lifetime of the ClientApp processes the SuperNodes
   start, one per message (seen by polling /proc every 0.1 s);
 - ``imports``: what a fresh ClientApp process imports before it can work
@@ -41,7 +43,7 @@ from fedsense_tools.processes import descendants  # noqa: E402
 
 IMPORTS = ["flwr.clientapp", "torch", "fl_client.client_app"]
 # what fl_client.client_app logs on a device for every message
-HANDLED = re.compile(r"fedsense client INFO \S+ took ([\d.]+)s; process started ([\d.]+)s before it")
+HANDLED = re.compile(r"fedsense client INFO \S+ took ([\d.]+)s; process (\d+) started ([\d.]+)s before it")
 
 
 def import_seconds(repeats: int = 3) -> dict[str, float]:
@@ -94,7 +96,8 @@ class LogStamps(threading.Thread):
         super().__init__(daemon=True)
         self.logs = logs
         self.events: list[tuple[float, int, str]] = []  # (time, device, "recv"|"send")
-        self.handled: list[tuple[float, float]] = []  # ClientApp's own line: (handler seconds, process age)
+        # ClientApp's own lines, per process (= per message): [handler seconds of each part], process age at the first
+        self.handled: dict[tuple[int, int], tuple[list[float], float]] = {}
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -111,8 +114,9 @@ class LogStamps(threading.Thread):
                         self.events.append((now, i, "recv"))
                     elif "Sending:" in line:
                         self.events.append((now, i, "send"))
-                    elif match := HANDLED.search(line):
-                        self.handled.append((float(match.group(1)), float(match.group(2))))
+                    elif match := HANDLED.search(line):  # one line per part (evaluate, train) of the message
+                        parts, age = self.handled.setdefault((i, int(match.group(2))), ([], float(match.group(3))))
+                        parts.append(float(match.group(1)))
             time.sleep(0.05)
 
     def device_seconds(self) -> list[float]:
@@ -169,8 +173,8 @@ def main() -> None:
         on_device = stamps.device_seconds()
         result["device_message"] = {"count": len(on_device), "median_seconds": round(statistics.median(on_device), 2),
                                     "max_seconds": round(max(on_device), 2)}
-        work = [w for w, _ in stamps.handled]
-        start_up = [a for _, a in stamps.handled]
+        work = [sum(parts) for parts, _ in stamps.handled.values()]
+        start_up = [age for _, age in stamps.handled.values()]
         result["clientapp_handler"] = {
             "count": len(work),
             "median_seconds": round(statistics.median(work), 2),  # fedsense's own work per message

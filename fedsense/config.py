@@ -106,7 +106,11 @@ class FedConfig:
     mode: Literal["federated", "centralized"] = "federated"  # centralized: pooled data, no Flower (a reference)
     rounds: int = 20  # server rounds
     fraction_train: float = 1.0  # share of the devices asked to train each round
-    fraction_evaluate: float = 1.0  # share asked to evaluate
+    fraction_evaluate: float = 1.0  # share asked to evaluate (with one message a round: the last round only)
+    # 1: a device evaluates the model it receives inside its train message and
+    # replies with both (round r's evaluation arrives with round r+1's replies;
+    # the last round ends with one evaluate message); 2: a train and an evaluate message a round
+    messages_per_round: Literal[1, 2] = 1
     min_clients: int = 2  # a round needs at least this many replies
     timeout: float = 600.0  # seconds to wait for replies each round
     query_nodes: int = 0  # nodes asked to describe their data before round 1: 0 all, N a seeded sample

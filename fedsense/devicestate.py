@@ -10,7 +10,10 @@ Each save is stamped with the round and phase that produced it
 (``<kind>-<round>-<phase>.npz``, phase 0 training, 1 evaluation); a device
 loads the newest state produced *before* the step it is about to take, so a
 state written during a round the server never completed is ignored on
-resume. Files older than the previous round are removed. Kinds:
+resume. Files of rounds more than two before the newest are removed: with
+one message a round the server's resume point can be two rounds behind what
+a device has saved (its last evaluation is recorded when the next round's
+replies are all in). Kinds:
 ``local`` (the device-only parameters) and ``residual`` (error feedback's
 rounding residual under compressed updates, see fedsense.compression).
 """
@@ -53,7 +56,7 @@ def save_local(directory: str | Path, server_round: int, phase: str, arrays: Map
     path = directory / f"{kind}-{server_round:04d}-{PHASES[phase]}.npz"
     atomic_write(path, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()}), private=True)
     for r, _, old in stamps:
-        if r < server_round - 1:
+        if r < server_round - 2:
             old.unlink(missing_ok=True)
     return path
 

@@ -10,6 +10,15 @@ from __future__ import annotations
 ARRAYS = "arrays"  # ArrayRecord: the shared model parameters
 CONFIG = "config"  # ConfigRecord: what the server asks for this round
 METRICS = "metrics"  # MetricRecord: numbers the client reports
+# One message a round (fed.messages_per_round 1): a train instruction also carries an
+# evaluation of the arrays it sends, as records named EVALUATION + the evaluate
+# message's own record name (EVALUATION + CONFIG its config, EVALUATION + a payload's
+# name); the reply carries the evaluate reply's records under the same prefix, or, if
+# the evaluation was refused on the device, EVALUATION_ERROR (code, reason).
+EVALUATION = "evaluation."
+EVALUATION_ERROR = "evaluation-error"
+ERROR_CODE = "code"
+ERROR_REASON = "reason"
 
 # Array keys: the state-dict prefix of every domain discriminator (the one
 # place that says which arrays are discriminators)

@@ -41,11 +41,15 @@ from fedsense.privacy import clip_update
 from fedsense.runconfig import config_from_run
 from flwr.clientapp import ClientApp
 
+from fl_client.evaluate_first import evaluate_first
 from fl_client.device_state import LOCAL_STATE, keep_local, packed_update, state_dir
 from fl_client.fault_mod import inject_faults
 from fl_client.records import to_numpy, to_record
 
-app = ClientApp(mods=[inject_faults])  # a no-op unless the run's faults: section names this client
+# evaluate_first: a train instruction carrying an evaluation is answered as an evaluate message
+# (through the app itself) and then a train message; inject_faults: a no-op unless the run's
+# faults: section names this client
+app = ClientApp(mods=[evaluate_first(lambda msg, context: app(msg, context)), inject_faults])
 log = logging.getLogger("fedsense.client")
 
 Handler = Callable[[Message, Context], Message]
@@ -89,8 +93,8 @@ def refuses_bad_input(handler: Handler) -> Handler:
             log.error("fedsense client refused %s: %s", kind, reason)
             return Message(Error(code=protocol.ERROR_BAD_INPUT, reason=reason), reply_to=msg)
         if protocol.NODE_DATA_PATH in context.node_config:
-            _device_log().info("%s took %.2fs; process started %.2fs before it", kind, time.time() - started,
-                               age if age is not None else float("nan"))
+            _device_log().info("%s took %.2fs; process %d started %.2fs before it", kind, time.time() - started,
+                               os.getpid(), age if age is not None else float("nan"))
         return reply
 
     return wrapped

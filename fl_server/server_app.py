@@ -97,7 +97,7 @@ def main(grid: Grid, context: Context) -> None:
                 if cfg.output.histograms:
                     run.log_histograms(server_round, weights)
             state, extra_arrays = strategy.snapshot()
-            save_resume(run.path, server_round, weights, {"strategy": state, "random": random.getstate()},
+            save_resume(run.path, server_round, weights, {"strategy": state, "random": strategy.random_state()},
                         extra_arrays)
             target = record.get("target", {}).get("macro_f1")
             source = record.get("source", {}).get("macro_f1")
@@ -130,6 +130,8 @@ def main(grid: Grid, context: Context) -> None:
             roster=Roster(declared),
             required_train=[protocol.modality_windows_key(m) for m in model.modalities]
             + method.train_metrics(list(model.discriminators)),
+            one_message=cfg.fed.messages_per_round == 1,
+            last_round=cfg.fed.rounds,
             fraction_train=cfg.fed.fraction_train,
             fraction_evaluate=cfg.fed.fraction_evaluate,
             min_train_nodes=min(cfg.fed.min_clients, len(nodes)),

@@ -39,6 +39,7 @@ class RoundStats:
     """What happened in one round, filled as the round proceeds."""
 
     started: float = field(default_factory=time.time)
+    ended: float | None = None  # set when the round ends before its record is made (one message a round)
     bytes_up: int = 0
     bytes_down: int = 0
     bytes_up_train: int = 0  # of bytes_up: the train replies (model updates)
@@ -91,5 +92,5 @@ class RoundStats:
             record["errors"] = list(self.errors)  # "node <id>: <reason>", metrics.jsonl only
         if self.rejected:
             record["rejected"] = list(self.rejected)
-        record["seconds"] = round(time.time() - self.started, 3)
+        record["seconds"] = round((self.ended if self.ended is not None else time.time()) - self.started, 3)
         return record

@@ -170,7 +170,8 @@ class AdversarialServer(ServerState):
         self.target: dict[str, Stats] = {}  # pooled target statistics
         self.initial: dict[str, np.ndarray] = {}  # discriminator arrays at the start (reset)
         self.resets: dict[str, int] = {}
-        self._round: dict[str, Any] = {}
+        self._round: dict[str, Any] = {}  # the round in training: schedule, weights, discriminator numbers
+        self._rounds: dict[int, dict[str, Any]] = {}  # the last rounds', for their records
 
     def set_initial(self, arrays: Mapping[str, np.ndarray]) -> None:
         self.initial = {k: np.array(v) for k, v in arrays.items() if is_discriminator(k)}
@@ -202,6 +203,8 @@ class AdversarialServer(ServerState):
         if self.adapt.alignment == "statistics":
             out.update(to_wire(self.reference)[1])
         self._round = {"lambda": coeff, "weight": {b: float(out[protocol.cfg_weight(b)]) for b in self.branches}}
+        self._rounds = {r: v for r, v in self._rounds.items() if r >= server_round - 1}
+        self._rounds[server_round] = self._round
         return out
 
     def train_payload(self, server_round: int) -> dict[str, dict[str, np.ndarray]]:
@@ -268,11 +271,12 @@ class AdversarialServer(ServerState):
                 if pooled is not None:
                     store[b] = pooled
 
-    def record(self) -> dict[str, Any]:
-        adapt: dict[str, Any] = {"lambda": float(self._round.get("lambda", 0.0)),
-                                 "weight": self._round.get("weight", {b: 1.0 for b in self.branches})}
-        if self._round.get("disc_acc"):
-            adapt["disc_acc"] = dict(self._round["disc_acc"])
+    def record(self, server_round: int) -> dict[str, Any]:
+        trained = self._rounds.get(server_round, self._round)
+        adapt: dict[str, Any] = {"lambda": float(trained.get("lambda", 0.0)),
+                                 "weight": trained.get("weight", {b: 1.0 for b in self.branches})}
+        if trained.get("disc_acc"):
+            adapt["disc_acc"] = dict(trained["disc_acc"])
         if self.collects:
             adapt["shift"] = self.shifts()
         if self.resets:

@@ -149,8 +149,10 @@ class ServerState:
     def after_evaluate(self, replies: list[Reply]) -> None:
         """Learn from the round's evaluate replies."""
 
-    def record(self) -> dict[str, Any]:
-        """The round record's ``adapt`` section ({}: none)."""
+    def record(self, server_round: int) -> dict[str, Any]:
+        """Round ``server_round``'s ``adapt`` section ({}: none). With one
+        message a round it is asked for once the next round's instructions
+        are out (after ``train_config(server_round + 1)``)."""
         return {}
 
     def extra_record(self) -> dict[str, Any]:

@@ -93,7 +93,7 @@ class GenerationState(ServerState):
         self.generated = {node: unflatten(self.generator.predict(d), shapes, keys)
                           for node, d in targets if d.shape == next(iter(dims))}
 
-    def record(self) -> dict:
+    def record(self, server_round: int) -> dict:
         return {}
 
     def extra_record(self) -> dict:

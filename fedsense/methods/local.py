@@ -361,7 +361,7 @@ class LocalServer(ServerState):
                     store[b] = pooled_s
         self._targets = {k: float(np.mean(v)) for k, v in numbers.items()}
 
-    def record(self) -> dict[str, Any]:
+    def record(self, server_round: int) -> dict[str, Any]:
         out: dict[str, Any] = {"lambda": self._coeff, "weight": self.weights(), "shift": self.shifts()}
         if self._targets:
             out["targets"] = dict(self._targets)

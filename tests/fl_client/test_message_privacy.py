@@ -12,7 +12,8 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, MessageType
 
 from fedsense import protocol
-from fl_client.client_app import evaluate, query, train
+from fl_client.client_app import app, evaluate, query, train
+from strategies.bundle import carry_evaluation
 from tests.conftest import REPO
 from tests.fl_client.messages import device_context, server_message
 
@@ -71,6 +72,16 @@ def replies(tmp_path: Path, method: tuple[str, str, str], windows: int, encoding
         found |= inventory("train", train(instruction, ctx))
         found |= inventory("evaluate", evaluate(server_message(MessageType.EVALUATE, start), ctx))
         per_client.append(found)
+        # one message a round: the same fields, the evaluate reply's under "evaluation."
+        carrying = server_message(MessageType.TRAIN, start, server_round=2)
+        carrying.content[protocol.CONFIG][protocol.CFG_UPDATE_ENCODING] = encoding
+        carry_evaluation([carrying], server_message(MessageType.EVALUATE, None).content[protocol.CONFIG], {},
+                         lambda node: {})
+        one = inventory("train", app(carrying, device_context(pid, tmp_path / "one", overrides)))
+        evaluation = f"train.{protocol.EVALUATION}"
+        assert {k for k in one if not k.startswith(evaluation)} == {k for k in found if k.startswith("train.")}
+        assert {"evaluate." + k[len(evaluation):] for k in one if k.startswith(evaluation)} \
+            == {k for k in found if k.startswith("evaluate.")}
     # every reply of a round has the same keys and shapes, whatever the role
     exempt = ROLE_ONLY.get(name, set())
     keep = [{k: v for k, v in found.items() if k.split(":")[0] not in exempt} for found in per_client]

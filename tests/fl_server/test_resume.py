@@ -74,7 +74,8 @@ def runs(tmp_path_factory) -> tuple[Path, Path, list[int]]:
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         # Round 3 is under way: a device has trained in it and kept its new
-        # local state on disk, while the server's resume point is round 2.
+        # local state on disk, while the server's resume point is round 1
+        # (one message a round: round 2's evaluation comes back with round 3's replies).
         _wait_for(lambda: any(killed.glob("devices/*/local-0003-0.npz")), "training in round 3", cli)
         alive = _kill_the_command(cli, killed / "flower")
         lines = len(read_metrics(killed))

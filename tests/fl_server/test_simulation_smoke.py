@@ -25,7 +25,7 @@ def smoke_run(tmp_path_factory) -> Path:
     (data,) = convert(SYNTHETIC, [f"data.cache_dir={tmp / 'cache'}"], str(tmp / "fleet.npz"), per_subject=False)
     return run_experiment(
         SYNTHETIC,
-        ["data.kind=npz", f"data.path={data}", "data.target_domains=[6]", "fed.rounds=2", "adapt.method=m3bat",
+        ["data.kind=npz", f"data.path={data}", "data.target_domains=[6]", "fed.rounds=3", "adapt.method=m3bat",
          "output.projector_rounds=[2]", f"data.cache_dir={tmp / 'cache'}"],
         out=str(tmp / "run"),
     )
@@ -35,11 +35,11 @@ def test_run_directory_follows_the_contract(smoke_run: Path):
     for name in ("config.yaml", "metrics.jsonl", "summary.json", "tb", "checkpoints"):
         assert (smoke_run / name).exists(), name
     resolved = yaml.safe_load((smoke_run / "config.yaml").read_text())
-    assert resolved["fed"]["rounds"] == 2
+    assert resolved["fed"]["rounds"] == 3
     assert resolved["output"]["dir"] == str(smoke_run)  # pinned absolute for other processes
 
     rounds = [json.loads(line) for line in (smoke_run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["round"] for r in rounds] == [1, 2]
+    assert [r["round"] for r in rounds] == [1, 2, 3]
     for r in rounds:
         assert r["clients"] == {"sampled": 6, "replied": 6, "failed": 0, "errors": 0, "rejected": 0}
         assert "errors" not in r  # no error texts when nothing went wrong
@@ -47,11 +47,13 @@ def test_run_directory_follows_the_contract(smoke_run: Path):
         assert r["nodes"]["failed"] == []
         assert r["target"]["clients"] == 1 and r["source"]["clients"] == 5
         assert 0.0 <= r["target"]["macro_f1"] <= 1.0
-        assert r["comm"]["bytes_up"] > 0 and r["comm"]["bytes_down"] > r["comm"]["bytes_up"]
+        assert r["comm"]["bytes_up"] > 0 and r["comm"]["bytes_down"] > 0
+    # one message a device and round; the last round also sends the evaluate instructions
+    assert rounds[2]["comm"]["bytes_down"] > 1.9 * rounds[0]["comm"]["bytes_down"]
 
     summary = json.loads((smoke_run / "summary.json").read_text())
     assert summary["status"] == "completed"
-    assert summary["method"] == "m3bat" and summary["rounds"] == 2
+    assert summary["method"] == "m3bat" and summary["rounds"] == 3
     assert summary["target"]["macro_f1"] == rounds[-1]["target"]["macro_f1"]
     assert summary["target"]["accuracy"] == rounds[-1]["target"]["accuracy"]
     assert summary["source"]["macro_f1"] == rounds[-1]["source"]["macro_f1"]
@@ -69,9 +71,10 @@ def test_tensorboard_tags_steps_and_ranges(smoke_run: Path):
     per_round = {tag: v for tag, v in values.items() if not tag.startswith("hparam/")}
     for tag, points in per_round.items():
         # The server round is the step. With the default statistics reference
-        # the discriminators first train in round 2 (round 1 has no reference yet).
+        # the discriminators first train in round 3: the reference is pooled from
+        # round 1's evaluation, which arrives with round 2's replies.
         adversarial = tag.startswith(("adapt/disc_acc/", "train/loss_domain/"))
-        assert [step for step, _ in points] == ([2] if adversarial else [1, 2]), tag
+        assert [step for step, _ in points] == ([3] if adversarial else [1, 2, 3]), tag
     fractions = ["eval/target/macro_f1", "eval/target/accuracy", "eval/source/macro_f1", "adapt/lambda"]
     fractions += [f"{scope}/{b}" for scope in ("adapt/disc_acc",) for b in ("acc", "gyro", "fused")]
     fractions += [f"eval/client/{c}/macro_f1" for c in range(6)]
@@ -84,12 +87,12 @@ def test_tensorboard_tags_steps_and_ranges(smoke_run: Path):
     assert per_round["adapt/lambda"][0][1] == 0.0 < per_round["adapt/lambda"][1][1]  # DANN's schedule
     for tag in ("comm/bytes_up", "comm/bytes_down", "round/seconds"):
         assert all(v > 0 for _, v in per_round[tag]), tag
-    assert [v for _, v in per_round["clients/sampled"]] == [6.0, 6.0]
-    assert [v for _, v in per_round["clients/replied"]] == [6.0, 6.0]
-    assert [v for _, v in per_round["clients/failed"]] == [0.0, 0.0]
+    assert [v for _, v in per_round["clients/sampled"]] == [6.0, 6.0, 6.0]
+    assert [v for _, v in per_round["clients/replied"]] == [6.0, 6.0, 6.0]
+    assert [v for _, v in per_round["clients/failed"]] == [0.0, 0.0, 0.0]
     summary = json.loads((smoke_run / "summary.json").read_text())
-    assert values["hparam/target_macro_f1"] == [(2, pytest.approx(summary["target"]["macro_f1"]))]
-    assert [i.step for i in acc.Images("eval/target/confusion")] == [1, 2]
+    assert values["hparam/target_macro_f1"] == [(3, pytest.approx(summary["target"]["macro_f1"]))]
+    assert [i.step for i in acc.Images("eval/target/confusion")] == [1, 2, 3]
     assert {"config/text_summary", "clients/nodes/text_summary"} <= set(acc.Tags()["tensors"])
     assert "_hparams_/session_start_info" in acc.PluginTagToContent("hparams")
     # the projector snapshot of round 2: class centroids per branch, labelled by role, client, class
@@ -107,7 +110,7 @@ def test_tensorboard_tags_steps_and_ranges(smoke_run: Path):
 
 def test_checkpoints_are_real(smoke_run: Path):
     latest = np.load(smoke_run / "checkpoints" / "latest.npz")
-    last = np.load(smoke_run / "checkpoints" / "round-0002.npz")
+    last = np.load(smoke_run / "checkpoints" / "round-0003.npz")
     assert set(latest.files) == set(last.files) and len(last.files) > 4
     for key in last.files:
         np.testing.assert_array_equal(latest[key], last[key])
@@ -172,7 +175,7 @@ def test_plot_and_compare_on_real_run_directories(smoke_run: Path, tmp_path: Pat
     rows = capsys.readouterr().out.strip().splitlines()
     assert len(rows) == 4 and rows[0].startswith("| run | method |")
     summary = json.loads((smoke_run / "summary.json").read_text())
-    assert rows[2].startswith("| run | m3bat | federated | 0 | 2 | ")
+    assert rows[2].startswith("| run | m3bat | federated | 0 | 3 | ")
     assert f"| {summary['target']['macro_f1']:.4f} |" in rows[2]
     assert rows[3].startswith("| central | none | centralized | 0 | 2 | ")
 

@@ -41,7 +41,7 @@ def test_federated_discriminators_average_with_both_domains_counting_half():
     ])
     assert arrays["encoders.w"].numpy()[0] == pytest.approx(0.2)  # by windows
     assert arrays["discriminators.fused.w"].numpy()[0] == pytest.approx(0.5)  # balanced
-    assert s.method_state.record()["disc_acc"]["fused"] == pytest.approx(0.5)
+    assert s.method_state.record(1)["disc_acc"]["fused"] == pytest.approx(0.5)
     assert s.stats.train["loss_task"] == pytest.approx(2.0)  # targets' windows carry no task loss
 
 
@@ -53,7 +53,7 @@ def test_branches_without_an_adversarial_step_report_no_discriminator_numbers():
     first.content[protocol.METRICS] = MetricRecord(
         {**dict(first.content[protocol.METRICS]), "loss-domain.fused": 0.0, "disc-acc.fused": 0.0})
     s.aggregate_train(1, [train_reply(1, disc=0.0, other=0.0, n=300, target=0), first])
-    assert "disc_acc" not in s.method_state.record() and s.stats.train["loss_domain"] == {}
+    assert "disc_acc" not in s.method_state.record(1) and s.stats.train["loss_domain"] == {}
     s.aggregate_train(2, [train_reply(1, disc=0.0, other=0.0, n=300, target=0),
                           train_reply(3, disc=1.0, other=1.0, n=200, target=1)])
-    assert s.method_state.record()["disc_acc"] == {"fused": pytest.approx(1.0)}  # only the target stepped
+    assert s.method_state.record(2)["disc_acc"] == {"fused": pytest.approx(1.0)}  # only the target stepped

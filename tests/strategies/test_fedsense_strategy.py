@@ -13,6 +13,7 @@ from fedsense import protocol
 from fedsense.compression import encode
 from fedsense.metrics import macro_f1
 from strategies import FedSenseStrategy, RoundFailed
+from strategies.accounting import record_nbytes
 
 _ids = itertools.count()
 
@@ -293,3 +294,100 @@ def test_with_every_modality_everywhere_the_average_is_flowers_bit_for_bit():
     plain, _ = b.aggregate_train(1, replies)
     for k in aware:
         np.testing.assert_array_equal(aware[k].numpy(), plain[k].numpy())
+
+
+def _bundle(reply: Message, evaluation: Message) -> Message:
+    for name, record in evaluation.content.items():
+        reply.content[protocol.EVALUATION + name] = record
+    return reply
+
+
+def _instructions(self, server_round, arrays, config, grid):
+    """FedAvg's train instructions to nodes 1 and 2, without a SuperLink."""
+    from flwr.app import ConfigRecord
+
+    content = RecordDict({protocol.ARRAYS: arrays,
+                          protocol.CONFIG: ConfigRecord({**dict(config), protocol.CFG_ROUND: server_round})})
+    return [Message(content, metadata=Metadata(run_id=1, message_id="", src_node_id=0, dst_node_id=n,
+                                               reply_to_message_id="", group_id=str(server_round),
+                                               created_at=time.time(), ttl=60.0, message_type="train"))
+            for n in (1, 2)]
+
+
+def test_with_one_message_a_round_ends_when_the_next_rounds_replies_bring_its_evaluation(monkeypatch):
+    from flwr.app import ConfigRecord
+    from flwr.serverapp.strategy import FedAvg
+
+    asked = []
+    monkeypatch.setattr(FedAvg, "configure_train", _instructions)
+    monkeypatch.setattr(FedAvg, "configure_evaluate", lambda self, r, a, config, g: asked.append(r) or [])
+    seen = []
+    s = make(one_message=True, last_round=2, on_round_end=lambda r, rec, arrays: seen.append((r, rec)))
+    start = ArrayRecord({"w": Array(np.zeros(1, np.float32))})
+    first = s.configure_train(1, start, ConfigRecord({"num-classes": 2}), grid=None)
+    assert not any(n.startswith(protocol.EVALUATION) for n in first[0].content.keys())  # nothing to evaluate yet
+    s.aggregate_train(1, [train_reply(1, np.array([1.0]), n=2), train_reply(2, np.array([3.0]), n=2)])
+    assert s.configure_evaluate(1, s.current_arrays, ConfigRecord({"num-classes": 2}), grid=None) == []
+    assert s.aggregate_evaluate(1, []) is None and seen == [] and asked == []  # no message: round 1 is open
+
+    second = s.configure_train(2, s.current_arrays, ConfigRecord({"num-classes": 2}), grid=None)
+    carried = second[0].content[protocol.EVALUATION + protocol.CONFIG]
+    assert carried[protocol.CFG_ROUND] == 1 and carried["num-classes"] == 2
+    np.testing.assert_allclose(second[0].content[protocol.ARRAYS]["w"].numpy(), [2.0])  # evaluated: round 1's model
+    cm = np.array([[3, 1], [0, 4]])
+    arrays, _ = s.aggregate_train(2, [_bundle(train_reply(1, np.array([5.0]), n=1), eval_reply(1, cm, 0)),
+                                      train_reply(2, np.array([7.0]), n=1)])  # node 2 evaluated nothing
+    (server_round, record), = seen  # round 1 is recorded before round 2's updates are combined
+    assert server_round == 1
+    assert record["source"]["macro_f1"] == pytest.approx(macro_f1(cm)) and record["source"]["clients"] == 1
+    assert record["errors"] == ["node 2: the reply carries no evaluation"]
+    assert record["train"]["clients_trained"] == 2  # round 1's own training
+    np.testing.assert_allclose(arrays["w"].numpy(), [6.0])  # the train parts are averaged as ever
+    plain = [train_reply(1, np.array([5.0]), n=1), train_reply(2, np.array([7.0]), n=1)]
+    assert s.stats.bytes_up_train == sum(record_nbytes(m.content) for m in plain)  # the updates' bytes only
+    assert s.stats.bytes_up > s.stats.bytes_up_train
+
+    s.configure_evaluate(2, arrays, ConfigRecord({"num-classes": 2}), grid=None)
+    assert asked == [2]  # the last round ends with evaluate instructions
+
+
+def test_a_one_message_resume_point_sends_the_next_round_as_the_uninterrupted_run_did(monkeypatch):
+    """The point is taken while round 2's instructions are out with round 1's
+    evaluation: a resumed strategy sends round 2 with the same evaluation,
+    and leaves out what it brings back (round 1 is recorded already)."""
+    import random
+
+    from flwr.app import ConfigRecord
+    from flwr.serverapp.strategy import FedAvg
+
+    monkeypatch.setattr(FedAvg, "configure_train", _instructions)
+    monkeypatch.setattr(FedAvg, "configure_evaluate", lambda self, r, a, config, g: [])
+    points = []
+    s = make(one_message=True, last_round=3,
+             on_round_end=lambda r, rec, arrays: points.append((r, s.snapshot(), s.random_state())))
+    start = ArrayRecord({"w": Array(np.zeros(1, np.float32))})
+    s.configure_train(1, start, ConfigRecord({"num-classes": 2}), grid=None)
+    s.aggregate_train(1, [train_reply(1, np.array([1.0]), n=2), train_reply(2, np.array([3.0]), n=2)])
+    s.configure_evaluate(1, s.current_arrays, ConfigRecord({"num-classes": 2, "probe": 7}), grid=None)
+    s.aggregate_evaluate(1, [])
+    random.seed(11)
+    before = random.getstate()
+    sent = s.configure_train(2, s.current_arrays, ConfigRecord({"num-classes": 2}), grid=None)
+    random.random()  # anything drawn after the instructions went out is not the point's
+    cm = np.array([[3, 1], [0, 4]])
+    s.aggregate_train(2, [_bundle(train_reply(n, np.array([5.0]), n=1), eval_reply(n, cm, 0)) for n in (1, 2)])
+    (server_round, (state, arrays), saved_random), = points
+    assert server_round == 1 and saved_random == before
+
+    resumed = make(one_message=True, last_round=3, on_round_end=lambda r, rec, a: points.append(r))
+    resumed.restore(state, arrays)
+    assert resumed.rounds_done == 1
+    again = resumed.configure_train(1, s.current_arrays, ConfigRecord({"num-classes": 2}), grid=None)  # round 2
+    carried = again[0].content[protocol.EVALUATION + protocol.CONFIG]
+    assert dict(carried) == dict(sent[0].content[protocol.EVALUATION + protocol.CONFIG])
+    assert carried["probe"] == 7 and carried[protocol.CFG_ROUND] == 1
+    arrays_after, _ = resumed.aggregate_train(1, [_bundle(train_reply(n, np.array([5.0]), n=1), eval_reply(n, cm, 0))
+                                                  for n in (1, 2)])
+    assert len(points) == 1 and len(resumed.history) == 1  # round 1 is not recorded twice
+    np.testing.assert_allclose(arrays_after["w"].numpy(), [5.0])
+    assert resumed.stats.errors == []

@@ -86,7 +86,7 @@ def test_a_collapsed_federated_discriminator_is_reset_to_its_initial_weights():
     replaced = s.adjust(trained)
     assert set(replaced) == {"discriminators.fused.net.0.weight"}  # never the encoders
     np.testing.assert_array_equal(replaced["discriminators.fused.net.0.weight"], np.zeros((2, 2)))
-    assert s.record()["resets"] == {"fused": 1}
+    assert s.record(8)["resets"] == {"fused": 1}
 
 
 def test_no_reset_under_the_statistics_reference():
@@ -95,3 +95,15 @@ def test_no_reset_under_the_statistics_reference():
     s.train_config(3)
     s.after_train([_train_reply(2, True, 0.01)], [1.0])
     assert s.adjust({"discriminators.fused.w": np.ones(2)}) == {}
+
+
+def test_a_rounds_record_is_of_its_own_training_after_the_next_round_is_configured():
+    """One message a round: round r's record is made once round r+1's
+    instructions are out; it reports round r's schedule and discriminators."""
+    s = state("dann", alignment="federated", rounds=10)
+    s.train_config(4)
+    s.after_train([_train_reply(1, False, 0.5), _train_reply(2, True, 0.5)], [1.0, 1.0])
+    s.train_config(5)
+    assert s.record(4)["lambda"] == pytest.approx(reversal_coefficient(2, 8))  # warm-up 2, then 8 rounds
+    assert s.record(4)["disc_acc"] == {"fused": pytest.approx(0.9)}
+    assert s.record(5)["lambda"] == pytest.approx(reversal_coefficient(3, 8)) and "disc_acc" not in s.record(5)
