@@ -38,6 +38,7 @@ log = logging.getLogger("fedsense.launcher")
 
 APP_DIR = Path(__file__).resolve().parent.parent  # holds pyproject.toml
 FEDERATION = "fedsense"
+TASK_POLL_INTERVAL = "0.1"  # seconds (flwr/supercore/superexec/run_superexec.py; Flower's default 1.0)
 RAY_TMP_NOTE = "ray-tmp"  # FLWR_HOME/ray-tmp: the path of the run's Ray directory
 
 
@@ -54,6 +55,9 @@ def quiet_env(flwr_home: Path) -> dict[str, str]:
         FLWR_TELEMETRY_ENABLED="0",
         FLWR_DISABLE_UPDATE_CHECK="1",
         FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
+        # How often a SuperNode's (and the SuperLink's) executor asks for a
+        # ClientApp (ServerApp) to start: Flower's default is every 1 s.
+        FLWR_SUPEREXEC_TASK_POLL_INTERVAL=TASK_POLL_INTERVAL,
         RAY_USAGE_STATS_ENABLED="0",
         RAY_DISABLE_DOCKER_CPU_WARNING="1",
         # Single-machine Ray: with "cluster" support off Ray binds its

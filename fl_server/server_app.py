@@ -27,6 +27,7 @@ from fedsense.runmodel import build_run_model, sharing_of
 from fedsense.params import shared_arrays
 from fedsense.rundir import RunDir, build_summary, checkpoint_due, resolve_run_dir
 from fedsense.runconfig import config_from_run
+from fl_server.grid import prompt
 from fl_server.spec import nodes_to_query, query_clients, wait_for_nodes
 from strategies import FedSenseStrategy
 from strategies.roster import Roster
@@ -54,6 +55,7 @@ def _resume_point(context: Context, run_path, rounds: int) -> ResumePoint | None
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
+    grid = prompt(grid)  # a deployment's replies are pulled every 0.2 s, not every 3 s
     cfg = config_from_run(context.run_config)
     point = _resume_point(context, resolve_run_dir(cfg), cfg.fed.rounds)
     run = RunDir(resolve_run_dir(cfg), cfg, resume_after=point.server_round if point else None)
