@@ -10,7 +10,12 @@ does for a train and an evaluate message — load the client's data, build the
 model, load the global weights, train one local epoch, evaluate — with one
 torch thread, and times each part. The physical limit of a round is that
 single-thread work spread over all cores; ``overhead_ratio`` is the
-federated round's seconds over it. Writes benchmarks/results/overhead.json.
+federated round's seconds over it. Beside it, the same rounds by a bare
+Flower app (``benchmarks/bare_flower``: Flower's FedAvg, the same model, data
+slices and local epoch, nothing of fedsense's federation code) on a
+SuperLink of its own, launched as fedsense's runs are: ``bare_flower_ratio``
+is its round over the limit, ``over_bare_flower`` fedsense's round over
+its. Writes benchmarks/results/overhead.json.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import argparse
+import json
 import os
 import pickle
 import statistics
@@ -31,6 +37,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 SYNTHETIC = REPO / "configs" / "synthetic.yaml"
+BARE_APP = REPO / "benchmarks" / "bare_flower"
 # HAPT-shaped synthetic windows and the default model (configs/default.yaml)
 BASE = [
     "data.synthetic.modalities={acc: [3, 128], gyro: [3, 128]}",
@@ -129,6 +136,35 @@ def federated(overrides: list[str], out: Path) -> dict:
             "cpu_seconds_by_process_kind": watch.cpu_by_kind()}
 
 
+def bare_flower(overrides: list[str], rounds: int, out: Path) -> dict:
+    """The bare Flower app's rounds on the same clients (``out``: its FLWR_HOME)."""
+    from fedsense.data.clients import num_clients
+    from fedsense.configfile import load
+    from fedsense_tools import launcher
+
+    clients = num_clients(load(SYNTHETIC, overrides))
+    out.mkdir(parents=True)
+    result = out / "rounds.json"
+    run_config = launcher.write_run_config(out / "run-config.toml", SYNTHETIC, overrides)  # and the app's own keys:
+    run_config.write_text(run_config.read_text() + f'rounds = {rounds}\nout = "{result}"\n')
+    watch = ProcessWatch()
+    watch.start()
+    started = time.time()
+    link = launcher.SuperLink.start(out / "flower")
+    try:
+        launcher.submit_and_wait(home=out / "flower", config_file=None, overrides=[], run_config=run_config,
+                                 app_dir=BARE_APP, finished=result.exists,
+                                 federation_config=launcher.simulation_federation(clients, 1))
+    finally:
+        link.stop()
+    wall = time.time() - started
+    watch.finish()
+    seconds = json.loads(result.read_text())["round_seconds"]
+    return {"round_seconds": seconds, "wall_seconds": round(wall, 1),
+            "outside_rounds_seconds": round(wall - sum(seconds), 1),
+            "cpu_seconds_by_process_kind": watch.cpu_by_kind()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", default="10,100,1000")
@@ -148,8 +184,10 @@ def main() -> None:
             overrides = [*BASE, f"data.synthetic.subjects={n}", f"fed.rounds={r}"]
             pure = pure_compute(overrides)
             fed = federated(overrides, Path(tmp) / f"run-{n}")
+            bare = bare_flower(overrides, r, Path(tmp) / f"bare-{n}")
             limit = pure["total"] / cores
             per_round = statistics.median(fed["round_seconds"])
+            bare_round = statistics.median(bare["round_seconds"])
             entry = {
                 "clients_per_round": n,
                 "rounds": r,
@@ -158,11 +196,16 @@ def main() -> None:
                 "federated": fed,
                 "federated_seconds_per_round": round(per_round, 3),
                 "overhead_ratio": round(per_round / limit, 2),
+                "bare_flower": bare,
+                "bare_flower_seconds_per_round": round(bare_round, 3),
+                "bare_flower_ratio": round(bare_round / limit, 2),
+                "over_bare_flower": round(per_round / bare_round, 2),
                 "overhead_seconds_per_client_message": round((per_round - limit) * cores / (2 * n), 4),
             }
             result["runs"].append(entry)
-            print(f"{n:>5} clients/round: federated {per_round:7.2f} s/round, limit {limit:7.2f} s, "
-                  f"ratio {entry['overhead_ratio']:.2f}", flush=True)
+            print(f"{n:>5} clients/round: fedsense {per_round:7.2f} s/round, bare Flower {bare_round:7.2f} s, "
+                  f"limit {limit:7.2f} s, ratio {entry['overhead_ratio']:.2f} (bare Flower "
+                  f"{entry['bare_flower_ratio']:.2f}; fedsense/bare {entry['over_bare_flower']:.2f})", flush=True)
     write_result("overhead", result)
 
 

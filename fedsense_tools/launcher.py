@@ -319,7 +319,7 @@ def write_run_config(path: Path, config_file: Path, overrides: list[str], resume
 def submit_and_wait(
     *,
     home: Path,
-    config_file: Path,
+    config_file: Path | None,
     overrides: list[str],
     federation_config: list[str] | None = None,
     verbose: bool = False,
@@ -330,9 +330,13 @@ def submit_and_wait(
     finished: Callable[[], bool] | None = None,
     status_every: float = 30.0,
     resume: bool = False,
+    app_dir: Path = APP_DIR,
 ) -> int:
     """``flwr run`` the app on the SuperLink configured in ``home``; wait for the
     final status; raise :class:`RunFailed` unless it completed. Returns the run id.
+
+    ``config_file`` None: ``run_config`` is another app's run config file,
+    used as it is, and ``app_dir`` that app (a benchmark's bare Flower app).
 
     ``federation_config`` is given for a simulation (see
     :func:`simulation_federation`); a deployment's SuperNodes are real.
@@ -341,10 +345,13 @@ def submit_and_wait(
     asked every ``status_every`` seconds, and at once when the cheap
     ``finished()`` check (e.g. the run's summary.json exists) says so.
     """
-    run_config = write_run_config(run_config or home / "run-config.toml", config_file, overrides, resume)
+    if config_file is not None:
+        run_config = write_run_config(run_config or home / "run-config.toml", config_file, overrides, resume)
+    elif run_config is None:
+        raise ValueError("submit_and_wait: give config_file, or the run config file of the app in app_dir")
     extra = ["--federation-config", " ".join(federation_config)] if federation_config else []
     proc = _flwr(
-        ["run", str(APP_DIR), FEDERATION, "--run-config", str(run_config), *extra, "--format", "json"],
+        ["run", str(app_dir), FEDERATION, "--run-config", str(run_config), *extra, "--format", "json"],
         home,
     )
     try:
