@@ -27,6 +27,7 @@ from fedsense.runmodel import build_run_model, sharing_of
 from fedsense.params import shared_arrays
 from fedsense.rundir import RunDir, build_summary, checkpoint_due, resolve_run_dir
 from fedsense.runconfig import config_from_run
+from fl_server import delivery
 from fl_server.grid import prompt
 from fl_server.spec import nodes_to_query, query_clients, wait_for_nodes
 from strategies import FedSenseStrategy
@@ -41,6 +42,7 @@ if not log.handlers:  # the ServerApp runs in Flower's process: give our lines a
     log.propagate = False
 
 app = ServerApp()
+delivery.install()  # a simulation's delivery sweep through an index (Flower 1.42; see fl_server/delivery.py)
 
 
 def _resume_point(context: Context, run_path, rounds: int) -> ResumePoint | None:
