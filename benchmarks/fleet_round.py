@@ -1,7 +1,8 @@
 """Round time of a real 3-device fleet (TLS + authentication) against Flower's
 simulation engine on the same devices' data, and where a deployment round goes.
 
-    python benchmarks/fleet_round.py [--rounds 3] [--subjects 1,2,25] [--config configs/default.yaml]
+    python benchmarks/fleet_round.py [--rounds 3] [--subjects 1,2,25] [--config configs/default.yaml] \
+        [--set fed.messages_per_round=2] [--out fleet_round_two_messages]
 
 Data: HAPT converted with the config's data section (device shifts included),
 one device per subject. Prints one JSON object and writes it to
@@ -143,11 +144,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--subjects", default="1,2,25")
     parser.add_argument("--config", default=str(REPO / "configs" / "default.yaml"))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override for both runs, e.g. fed.messages_per_round=2")
+    parser.add_argument("--out", default="fleet_round", help="result name (benchmarks/results/<out>.json)")
     args = parser.parse_args()
     subjects = [int(s) for s in args.subjects.split(",")]
-    overrides = [f"fed.rounds={args.rounds}"]
+    overrides = [f"fed.rounds={args.rounds}", *args.set]
     result: dict = {"benchmark": "fleet_round", "devices": len(subjects), "subjects": subjects,
-                    "rounds": args.rounds, "config": Path(args.config).name,
+                    "rounds": args.rounds, "config": Path(args.config).name, "overrides": args.set,
                     "machine": machine()}
     result["imports"] = import_seconds()
     with tempfile.TemporaryDirectory(prefix="fedsense-bench-") as tmp:
@@ -203,7 +207,7 @@ def main() -> None:
             b = json.loads((sim / "summary.json").read_text())[key]["macro_f1"]
             result[f"{key}_macro_f1"] = {"deployment": a, "simulation": b}
     result["deployment_over_simulation"] = round(result["deployment"]["median"] / result["simulation"]["median"], 1)
-    write_result("fleet_round", result)
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,9 @@ def headline(name: str, r: dict) -> list[str]:
                 f"down {traffic.get('bytes_down_per_client', 0) / 1024:.0f} KiB per client and round"]
     if name == "overhead":
         return [f"{e['clients_per_round']} clients/round: ratio {e['overhead_ratio']:.2f} "
-                f"({e['federated_seconds_per_round']:.1f} s vs limit {e['limit_seconds_per_round']:.1f} s)"
+                f"({e['federated_seconds_per_round']:.1f} s vs limit {e['limit_seconds_per_round']:.1f} s); "
+                f"bare Flower {e['bare_flower_seconds_per_round']:.1f} s (ratio {e['bare_flower_ratio']:.2f}), "
+                f"fedsense/bare {e['over_bare_flower']:.2f}"
                 for e in r["runs"]]
     if name == "fleet_size":
         return [f"{e['devices']} devices: peak {e['peak_rss_gib']:.2f} GiB, {e['median_seconds_per_round']:.1f} s/round"
@@ -48,7 +50,8 @@ def headline(name: str, r: dict) -> list[str]:
                [f"updates {u['encoding']}: {u['bytes_up_train_per_round']:,} B up/round ({u['upload_cut']}x), "
                 f"target {u['target_macro_f1']:.4f}" for u in r["updates"]]
     if name == "fleet_round":
-        return [f"fleet {r['deployment']['median']:.1f} s/round vs simulation {r['simulation']['median']:.1f} s/round"]
+        return [f"fleet {r['deployment']['median']:.1f} s/round vs simulation {r['simulation']['median']:.1f} s/round "
+                f"(deployment_over_simulation {r['deployment_over_simulation']})"]
     return []
 
 
