@@ -13,20 +13,20 @@ trains; a train part that fails fails the whole message.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
-from flwr.app import ConfigRecord, Context, Message, MessageType, Metadata, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.clientapp.typing import ClientAppCallable, Mod
 
 from fedsense import protocol
 
 
 def _part(msg: Message, message_type: str, content: RecordDict) -> Message:
-    """One part of ``msg`` as a message of its own (same ids and deadline)."""
-    m = msg.metadata
-    metadata = Metadata(run_id=m.run_id, message_id=m.message_id, src_node_id=m.src_node_id,
-                        dst_node_id=m.dst_node_id, reply_to_message_id=m.reply_to_message_id, group_id=m.group_id,
-                        created_at=m.created_at, ttl=m.ttl, message_type=message_type)
+    """One part of ``msg`` as a message of its own (all its metadata — ids,
+    deadline, task ids — but the message type)."""
+    metadata = copy.copy(msg.metadata)
+    metadata.message_type = message_type
     return Message(content, metadata=metadata)
 
 

@@ -13,6 +13,7 @@ more than an evaluate reply: the same checks read it.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 
 from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MessageType, Metadata, RecordDict
@@ -43,11 +44,10 @@ def carry_evaluation(messages: list[Message], config: ConfigRecord, payload: Map
 
 
 def _as(metadata: Metadata, message_type: str) -> Metadata:
-    """A copy of a reply's metadata naming another message type."""
-    return Metadata(run_id=metadata.run_id, message_id=metadata.message_id, src_node_id=metadata.src_node_id,
-                    dst_node_id=metadata.dst_node_id, reply_to_message_id=metadata.reply_to_message_id,
-                    group_id=metadata.group_id, created_at=metadata.created_at, ttl=metadata.ttl,
-                    message_type=message_type)
+    """A copy of a reply's metadata (task ids included) naming another message type."""
+    copied = copy.copy(metadata)
+    copied.message_type = message_type
+    return copied
 
 
 def _device_error(record: ConfigRecord) -> Error:

@@ -35,7 +35,8 @@ def test_every_instruction_carries_the_evaluation_and_a_node_its_own_records():
 
 def _reply(content: RecordDict | None = None, error: Error | None = None) -> Message:
     metadata = Metadata(run_id=1, message_id="reply", src_node_id=7, dst_node_id=0, reply_to_message_id="asked",
-                        group_id="3", created_at=time.time(), ttl=60.0, message_type=MessageType.TRAIN)
+                        group_id="3", created_at=time.time(), ttl=60.0, message_type=MessageType.TRAIN,
+                        src_task_id=11, dst_task_id=12)
     return Message(content, metadata=metadata) if content is not None else Message(error, metadata=metadata)
 
 
@@ -58,6 +59,7 @@ def test_a_reply_splits_into_the_two_replies_it_stands_for():
     assert set(train.content.keys()) == {protocol.ARRAYS, protocol.METRICS}
     for part in (evaluation, train):  # the node and the instruction it answers stay named
         assert part.metadata.src_node_id == 7 and part.metadata.reply_to_message_id == "asked"
+        assert (part.metadata.src_task_id, part.metadata.dst_task_id) == (11, 12)
 
 
 def test_a_reply_without_an_evaluation_part_says_so():
