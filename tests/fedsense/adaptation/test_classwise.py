@@ -95,3 +95,28 @@ def test_the_moment_term_is_zero_when_the_class_means_match(data):
     term = alignment_term(m, Alignment(reference, {"fused": 1.0}, coeff=1.0, adversarial=False))
     loss, numbers = term(out, torch.as_tensor(sub.y), torch.ones(30, dtype=torch.bool), torch.Generator())
     assert numbers["moment.fused"] == pytest.approx(0.0, abs=1e-10) and float(loss) == pytest.approx(0.0, abs=1e-10)
+
+
+def test_a_unit_the_sources_barely_use_cannot_dominate_the_moment_term(data):
+    """The moment term weighs a class mean's distance against the class's
+    total variance: a target one total standard deviation off along a unit
+    the sources do not use (reference variance 0) scores about 1, where a
+    per-dimension weighting would give that unit alone 1 / 1e-4."""
+    m = model()
+    m.eval()
+    sub = data.subset(np.arange(30))
+    reference = class_stats(m, sub, 3, 2)["fused"]
+    out = m(as_tensors(sub))
+    dead = 0
+    var = np.ones_like(reference.var)  # the sources' spread: 1 per unit, none on the dead one
+    var[:, dead] = 0.0
+    floored = np.maximum(var, 1e-4)  # the term's floor of a variance (VAR_FLOOR)
+    offset = np.sqrt(floored.sum(1))  # one total standard deviation per class
+    mean = reference.mean.copy()
+    mean[:, dead] -= offset  # the batch's class means are that far off along the dead unit only
+    term = alignment_term(m, Alignment({"fused": ClassStats(reference.count, mean, var)}, {"fused": 1.0},
+                                       coeff=1.0, adversarial=False))
+    _loss, numbers = term(out, torch.as_tensor(sub.y), torch.ones(30, dtype=torch.bool), torch.Generator())
+    assert numbers["moment.fused"] == pytest.approx(1.0, rel=1e-3)
+    per_dimension = np.mean(offset ** 2 / floored[:, dead] / var.shape[1])
+    assert per_dimension > 100 * numbers["moment.fused"]
