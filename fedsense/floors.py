@@ -19,11 +19,12 @@ raise it, never lower it. Applied to
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 import numpy as np
 
 from fedsense import protocol
-from fedsense.config import ConfigError
+from fedsense.config import Config, ConfigError
 
 
 def device_floor(node_config: Mapping[str, object]) -> int:
@@ -46,3 +47,11 @@ def floor_rows(confusion: np.ndarray, floor: int) -> np.ndarray:
 def enough_windows(windows: int, floor: int) -> bool:
     """Whether a description of all ``windows`` of a device may leave it."""
     return windows >= max(floor, protocol.MIN_COUNT)
+
+
+def raise_floor(cfg: Config, floor: int) -> Config:
+    """``cfg`` with ``adapt.stats_min_count`` raised to the device's ``floor``
+    (the server may ask for more, never for less)."""
+    if cfg.adapt.stats_min_count >= floor:
+        return cfg
+    return replace(cfg, adapt=replace(cfg.adapt, stats_min_count=floor))

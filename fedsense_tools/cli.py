@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     res_p.add_argument("--reuse", action="store_true", help="keep runs already completed under --out")
     res_p.add_argument("--no-run", action="store_true",
                        help="start nothing: write the page from the runs completed so far")
+    rep_p = sub.add_parser("replay", help="re-run a finished run's unlabeled devices with other adapt.* options "
+                           "on its checkpoints (no Flower, nothing shared retrained)")
+    rep_p.add_argument("run", metavar="RUN_DIR", help="a completed run of none, adabn or m3bat_local")
+    rep_p.add_argument("--set", dest="overrides", action="append", default=[], metavar="adapt.KEY=VALUE",
+                       help="an adaptation option to change (value parsed as YAML); repeatable")
+    rep_p.add_argument("--out", help="JSON written (default: RUN_DIR/replays/<options>.json)")
     exp_p = sub.add_parser("export", help="write a run's inference model (no discriminators) for devices")
     exp_p.add_argument("run", metavar="RUN_DIR", help="a completed run directory (its checkpoints)")
     exp_p.add_argument("--format", choices=["onnx"], default="onnx", help="the file format (ONNX)")

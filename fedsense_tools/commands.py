@@ -166,6 +166,25 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from fedsense import replay
+
+    run_dir = Path(args.run)
+    if not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run_dir}: no config.yaml (is this a fedsense run directory?)")
+
+    def show(row: dict) -> None:
+        print(f"round {row['round']:3d}  target macro-F1 {row['target']['macro_f1']:.4f}  "
+              f"accuracy {row['target']['accuracy']:.4f}", flush=True)
+
+    rows = replay.replay(run_dir, args.overrides, progress=show)
+    out = Path(args.out) if args.out else replay.default_out(run_dir, args.overrides)
+    replay.write(rows, run_dir, args.overrides, out)
+    print(f"target macro-F1, mean of the last {min(10, len(rows))} rounds: {replay.last_rounds_mean(rows):.4f}")
+    print(f"wrote {out}")
+    return 0
+
+
 def _failed_because(run_dir: Path) -> str:
     """`` (failed: <reason>)`` from a run's summary.json, or nothing."""
     try:
@@ -269,7 +288,7 @@ def dispatch(args: argparse.Namespace) -> int:
     """Run the parsed command; bad input, a failed run and a stop each end in a clear message and exit code."""
     commands = {
         "compare": _cmd_compare, "convert": _cmd_convert, "plot": _cmd_plot, "results": _cmd_results, "run": _cmd_run,
-        "fleet": _cmd_fleet, "export": _cmd_export, "board": _cmd_board,
+        "fleet": _cmd_fleet, "export": _cmd_export, "board": _cmd_board, "replay": _cmd_replay,
     }
     try:
         return commands[args.command](args)

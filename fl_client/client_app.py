@@ -31,9 +31,9 @@ from fedsense.data.missing import conform
 from fedsense.devicestate import load_local
 from fedsense.embeddings import class_centroids
 from fedsense.engine import evaluate as evaluate_model
-from fedsense.floors import device_floor, floor_rows
+from fedsense.floors import device_floor, floor_rows, raise_floor
 from fedsense.methods import METHODS, Method, Step
-from fedsense.methods.base import METHOD_STATE
+from fedsense.methods.base import METHOD_STATE, step_seed
 from fedsense.models import DataSpec
 from fedsense.runmodel import build_run_model, sharing_of
 from fedsense.params import Sharing, load_arrays, shared_arrays, shared_keys
@@ -101,15 +101,12 @@ def refuses_bad_input(handler: Handler) -> Handler:
 
 
 def _seed(cfg: Config, data: ClientData, server_round: int, phase: int) -> int:
-    """Distinct, reproducible randomness per seed, round, message and client."""
-    return cfg.seed * 1_000_003 + server_round * 1_009 + max(data.partition_id, 0) + phase * 7_919
+    return step_seed(cfg.seed, data.partition_id, server_round, phase)
 
 
 def _setup(msg: Message, context: Context, phase: int) -> tuple[Method, Sharing, Step]:
     cfg = config_from_run(context.run_config)
-    floor = device_floor(context.node_config)
-    if cfg.adapt.stats_min_count < floor:
-        cfg = replace(cfg, adapt=replace(cfg.adapt, stats_min_count=floor))
+    cfg = raise_floor(cfg, device_floor(context.node_config))
     data = load_client_data(cfg, context.node_config)
     method = METHODS[cfg.adapt.method]
     sharing = sharing_of(cfg)

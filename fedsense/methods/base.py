@@ -34,6 +34,11 @@ METHOD_STATE = "method/"
 ADAPTED = METHOD_STATE + "adapted/"
 
 
+def step_seed(seed: int, partition_id: int, server_round: int, phase: int) -> int:
+    """A device's :attr:`Step.seed`: distinct and reproducible per run seed,
+    round, message (``phase`` 0 train, 1 evaluate) and device."""
+    return seed * 1_000_003 + server_round * 1_009 + max(partition_id, 0) + phase * 7_919
+
 
 def is_norm_statistic(key: str) -> bool:
     """A BatchNorm running mean or variance."""
@@ -190,12 +195,18 @@ class Method:
             adversarially on pooled source and target windows.
         device_models: a device evaluates with parameters of its own
             (BatchNorm statistics, calibration), so its model is its own.
+        replayable: labelled devices train exactly as source-only FedAvg,
+            every parameter they train shared, and unlabeled devices send
+            nothing the shared model uses: the global model of every round
+            does not depend on what unlabeled devices do, so
+            :mod:`fedsense.replay` can re-run them on a run's checkpoints.
     """
 
     name: str = "none"
     branches: Branches = "none"
     pooled_adversarial: bool = False
     device_models: bool = False  # devices evaluate with parameters of their own (export needs --device)
+    replayable: bool = False  # see above; True for none, adabn and m3bat_local
     description: str = "source-only FedAvg: labelled devices train, unlabeled ones only evaluate"
 
     # ---------------------------------------------------------- the model

@@ -109,6 +109,7 @@ def _norm_statistics(model) -> dict[str, np.ndarray]:
 class LocalM3BAT(Method):
     name = "m3bat_local"
     device_models = True
+    replayable = True
     description = ("calibration, self-training and class-conditional multi-branch alignment of device-local "
                    "parameters on source-only FedAvg")
 

@@ -24,6 +24,7 @@ from fedsense.models.net import MultimodalNet
 
 class AdaBN(Method):
     name = "adabn"
+    replayable = True
     description = "source-only FedAvg; unlabeled targets recompute BatchNorm statistics (forward passes only)"
 
     def evaluate(self, step: Step) -> Result:

@@ -5,4 +5,9 @@ from __future__ import annotations
 
 from fedsense.methods.base import Method
 
-SOURCE_ONLY = Method()
+
+class SourceOnly(Method):
+    replayable = True
+
+
+SOURCE_ONLY = SourceOnly()
