@@ -153,7 +153,7 @@ class AdaptConfig:
     # m3bat_local (device-local adaptation of unlabeled devices):
     calibration: bool = True  # a linear map of each 3-axis modality, fitted and chosen without labels
     self_training: bool = True  # information maximisation + centroid pseudo-labels on local parameters
-    align_branches: Literal["all", "fused", "none"] = "all"  # class-conditional alignment on these branches
+    align_branches: Literal["all", "fused", "none"] = "none"  # class-conditional alignment on these branches
     class_conditional: bool = True  # False: align each branch's embeddings as a whole
     moment_weight: float = 1.0  # weight of the class-mean term beside each branch's discriminator
     self_training_epochs: int = 1  # per round; self-training carries on across rounds
@@ -161,8 +161,8 @@ class AdaptConfig:
     self_training_beta: float = 0.3  # weight of the centroid pseudo-label cross-entropy
     self_training_threshold: float = 0.9  # pseudo-labels only on windows predicted at least this confidently
     self_training_anchor: float = 1.0  # quadratic pull toward the global parameters (a cap on drift)
-    # norm: calibration and BatchNorm affine parameters; encoders: the encoders and fusion too, classifier frozen
-    self_training_scope: Literal["norm", "encoders"] = "norm"
+    # encoders: the encoders and fusion too, classifier frozen (SHOT); norm: calibration and BatchNorm affine only
+    self_training_scope: Literal["norm", "encoders"] = "encoders"
 
 
 @dataclass(frozen=True)

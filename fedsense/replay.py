@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from fedsense import protocol
-from fedsense.config import Config, ConfigError
+from fedsense.config import FAULT_KINDS, Config, ConfigError
 from fedsense.configfile import load
 from fedsense.data.clients import ClientData, load_client_data, num_clients
 from fedsense.engine import evaluate as evaluate_model
@@ -66,7 +66,7 @@ def replay_config(run_dir: Path, overrides: list[str]) -> Config:
                           f"fraction_evaluate {cfg.fed.fraction_evaluate})")
     if cfg.data.target_labels == "visible":
         raise ConfigError("replay needs unlabeled targets: with data.target_labels visible they train")
-    if any(v > 0 for k, v in vars(cfg.faults).items() if k not in ("scale_factor", "seed")):
+    if any(getattr(cfg.faults, kind) > 0 for kind in FAULT_KINDS):
         raise ConfigError("replay reproduces honest devices only: the run injected faults")
     return cfg
 

@@ -20,7 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
+from fedsense.config import to_dict
+from fedsense.configfile import load
+from fedsense.methods import METHODS
 from fedsense.report import arm_table, fmt, mean_std
 from fedsense_tools.experiment import run_experiment
 from fedsense_tools.launcher import RunFailed
@@ -29,8 +33,8 @@ EXPERIMENTS = Path(__file__).resolve().parent.parent / "configs" / "experiments"
 # Table order: baselines, the methods, the default and its ablations, upper bounds, ceilings.
 ARM_ORDER = [
     "source_only", "adabn", "fedbn_stats", "fedbn", "dann", "m3bat_federated", "m3bat_statistics", "m3bat_bn",
-    "m3bat_local", "ablation_no_calibration", "ablation_no_self_training", "ablation_fused_only",
-    "ablation_no_alignment", "ablation_marginal", "ablation_self_training_only",
+    "m3bat_local", "ablation_no_calibration", "ablation_no_self_training", "ablation_norm_scope",
+    "alignment", "alignment_fused", "alignment_marginal", "alignment_no_calibration",
     "centralized_source_only", "centralized_dann", "centralized_m3bat", "target_oracle", "target_oracle_bn",
 ]
 SCENARIO_ORDER = ["cross_device", "mirror", "rotation_x", "sensor", "cross_user"]
@@ -41,16 +45,17 @@ COMPARISONS = [
     (DEFAULT, "adabn"), (DEFAULT, "source_only"), (DEFAULT, "m3bat_bn"), (DEFAULT, "centralized_m3bat"),
     (DEFAULT, "target_oracle_bn"),
     # what the multi-branch alignment adds: with calibration, and where calibration does not undo the shift
-    (DEFAULT, "ablation_no_alignment"), ("ablation_no_calibration", "ablation_self_training_only"),
+    ("alignment", DEFAULT), ("alignment_no_calibration", "ablation_no_calibration"),
 ]
 ABLATIONS = {
     "ablation_no_calibration": "without calibration",
-    "ablation_no_self_training": "without self-training (and its alignment)",
-    "ablation_fused_only": "alignment on the fused embedding only (DANN-style)",
-    "ablation_no_alignment": "without alignment (calibration and self-training only)",
-    "ablation_marginal": "alignment without class conditioning",
-    "ablation_self_training_only": "without calibration and alignment (against 'without calibration': what "
-                                   "alignment adds where calibration does not undo the shift)",
+    "ablation_no_self_training": "without self-training",
+    "ablation_norm_scope": "self-training of calibration and BatchNorm affine only (the default until 2026-12-01)",
+    "alignment": "with class-conditional multi-branch alignment",
+    "alignment_fused": "with class-conditional alignment of the fused embedding only (DANN-style)",
+    "alignment_marginal": "with multi-branch alignment without class conditioning",
+    "alignment_no_calibration": "without calibration, with multi-branch alignment (against 'without "
+                                "calibration': what alignment adds where calibration does not undo the shift)",
 }
 OVERVIEW = ["source_only", "adabn", "m3bat_bn", DEFAULT, "centralized_m3bat", "target_oracle_bn"]
 
@@ -62,16 +67,48 @@ def arms_of(scenario: str) -> list[str]:
     return [a for a in ARM_ORDER if a in found] + sorted(found - set(ARM_ORDER))
 
 
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def stale_keys(run_dir: Path, arm_file: Path, seed: int) -> list[str]:
+    """Keys whose value in ``run_dir``'s config.yaml differs from what
+    ``arm_file`` resolves to now (a default changed since the run, or the
+    arm's file): such a run is not this arm's any more. Not compared: keys
+    the run's config does not have (added since), ``output.*``, and the
+    options only another method reads (:attr:`Method.own_options`)."""
+    try:
+        then = _flat(yaml.safe_load((run_dir / "config.yaml").read_text()) or {})
+    except (OSError, yaml.YAMLError):
+        return ["config.yaml"]
+    cfg = load(arm_file, [f"seed={seed}"])
+    now = _flat(to_dict(cfg))
+    others = {f"adapt.{k}" for name in METHODS if name != cfg.adapt.method for k in METHODS[name].own_options}
+    return sorted(k for k in then.keys() & now.keys()
+                  if not k.startswith("output.") and k not in others and then[k] != now[k])
+
+
 def run_arm(scenario: str, arm: str, seed: int, out: Path, reuse: bool, run: bool = True) -> dict[str, Any]:
-    """One run's summary (fresh, or reused when asked and complete). With
-    ``run=False`` nothing starts: a run not completed yet is ``missing``."""
+    """One run's summary (fresh, or reused when asked, complete and still
+    the arm's: :func:`stale_keys`). With ``run=False`` nothing starts: a run
+    not completed yet, or stale, is ``missing``."""
 
     run_dir = out / scenario / arm / f"seed-{seed}"
     summary_path = run_dir / "summary.json"
     if (reuse or not run) and summary_path.exists():
         summary = json.loads(summary_path.read_text())
-        if summary.get("status") == "completed":
+        stale = stale_keys(run_dir, EXPERIMENTS / scenario / f"{arm}.yaml", seed)
+        if summary.get("status") == "completed" and not stale:
             return summary
+        if stale:
+            print(f"{scenario} / {arm} / seed {seed}: the run's config differs from the arm's now in "
+                  f"{', '.join(stale[:5])}{' ...' if len(stale) > 5 else ''}: not reported", file=sys.stderr)
     if not run:
         return {"status": "missing", "seed": seed}
     print(f"\n== {scenario} / {arm} / seed {seed} ==", flush=True)
@@ -164,7 +201,7 @@ def render(results: dict[str, dict[str, list[dict]]], seeds: list[int], command:
                   f"which arm has how many); `{command} --reuse` runs the other {missing} and keeps these."]
     parts += ["", "## Overview", "", overview_table(results)]
     if any(DEFAULT in arms for arms in results.values()):
-        parts += ["", "## Ablation of the default", "",
+        parts += ["", "## Ablation and variants of the default", "",
                   "Target macro-F1 of each variant, and in brackets its difference to the default over the "
                   "seeds both completed.", "", ablation_table(results)]
     for scenario, arms in results.items():

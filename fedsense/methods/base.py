@@ -195,6 +195,8 @@ class Method:
             adversarially on pooled source and target windows.
         device_models: a device evaluates with parameters of its own
             (BatchNorm statistics, calibration), so its model is its own.
+        own_options: the ``adapt.*`` options only this method reads (another
+            method's runs do not depend on them).
         replayable: labelled devices train exactly as source-only FedAvg,
             every parameter they train shared, and unlabeled devices send
             nothing the shared model uses: the global model of every round
@@ -207,6 +209,7 @@ class Method:
     pooled_adversarial: bool = False
     device_models: bool = False  # devices evaluate with parameters of their own (export needs --device)
     replayable: bool = False  # see above; True for none, adabn and m3bat_local
+    own_options: tuple[str, ...] = ()
     description: str = "source-only FedAvg: labelled devices train, unlabeled ones only evaluate"
 
     # ---------------------------------------------------------- the model

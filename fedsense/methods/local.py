@@ -16,12 +16,13 @@ sent, only what is its own:
 2. **normalisation**: the sources' BatchNorm statistics or its own, again
    whichever gives the lower objective;
 3. **self-training** (``adapt.self_training``): information maximisation and
-   centroid pseudo-labels on the calibration and BatchNorm affine parameters
-   (:mod:`fedsense.adaptation.selftraining`), with
-4. **class-conditional multi-branch alignment** (``adapt.align_branches``,
-   ``adapt.class_conditional``): per branch a moment term and a device-local
-   class-conditional discriminator against the pooled class reference,
-   branch weights following each modality's measured shift.
+   centroid pseudo-labels on the calibration and the encoders, classifier
+   frozen (``adapt.self_training_scope``; :mod:`fedsense.adaptation.selftraining`),
+   optionally with
+4. **class-conditional multi-branch alignment** (``adapt.align_branches``, off
+   by default; ``adapt.class_conditional``): per branch a moment term and a
+   device-local class-conditional discriminator against the pooled class
+   reference, branch weights following each modality's measured shift.
 
 Nothing a target learns is averaged: its reply to a train instruction
 carries no weight, and its calibration and discriminators stay on it.
@@ -110,8 +111,11 @@ class LocalM3BAT(Method):
     name = "m3bat_local"
     device_models = True
     replayable = True
-    description = ("calibration, self-training and class-conditional multi-branch alignment of device-local "
-                   "parameters on source-only FedAvg")
+    own_options = ("calibration", "self_training", "align_branches", "class_conditional", "moment_weight",
+                   "self_training_epochs", "self_training_lr", "self_training_beta", "self_training_threshold",
+                   "self_training_anchor", "self_training_scope")
+    description = ("calibration, normalisation and self-training of each unlabeled device's own copy "
+                   "(optionally class-conditional multi-branch alignment) on source-only FedAvg")
 
     def model_options(self, cfg: Config) -> dict[str, Any]:
         return {"adversarial": cfg.adapt.align_branches, "disc_hidden": cfg.adapt.disc_hidden,

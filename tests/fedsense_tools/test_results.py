@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 
+from fedsense.configfile import dump, load
 from fedsense_tools import results
 
 
-def write(root, scenario, arm, seed, f1, cpu=None):
+def write(root, scenario, arm, seed, f1, cpu=None, overrides=()):
+    """A completed run of ``arm``: its summary and its config (the arm's file, plus ``overrides``)."""
     d = root / scenario / arm / f"seed-{seed}"
     d.mkdir(parents=True)
+    cfg = load(results.EXPERIMENTS / scenario / f"{arm}.yaml", [f"seed={seed}", f"output.dir={d}", *overrides])
+    (d / "config.yaml").write_text(dump(cfg))
     (d / "summary.json").write_text(json.dumps({
         "status": "completed", "rounds": 20, "seed": seed, "target": {"macro_f1": f1, "accuracy": f1},
         "source": {"macro_f1": 0.95, "accuracy": 0.95}, "comm": {"bytes_up": 10, "bytes_down": 10},
@@ -94,3 +98,28 @@ def test_every_scenario_has_every_arm_and_loads():
         assert arms[: len(results.ARM_ORDER)] == results.ARM_ORDER, scenario
         for arm in arms:
             load(results.EXPERIMENTS / scenario / f"{arm}.yaml")
+
+
+def test_a_run_whose_config_is_no_longer_the_arms_is_not_reported(tmp_path, monkeypatch, capsys):
+    """A default or an arm's file changed after the run: its numbers are not
+    the arm's any more, so the page leaves it out and says why."""
+    monkeypatch.setattr(results, "run_experiment", lambda *a, **k: (_ for _ in ()).throw(AssertionError("ran")))
+    write(tmp_path / "runs", "cross_device", "m3bat_local", 0, 0.9)
+    write(tmp_path / "runs", "cross_device", "m3bat_local", 1, 0.5, overrides=["adapt.align_branches=all"])
+    assert results.stale_keys(tmp_path / "runs" / "cross_device" / "m3bat_local" / "seed-1",
+                              results.EXPERIMENTS / "cross_device" / "m3bat_local.yaml", 1) == ["adapt.align_branches"]
+    doc = results.regenerate(["cross_device"], ["m3bat_local"], [0, 1], tmp_path / "runs", tmp_path / "r.md",
+                             reuse=True, run=False)
+    assert "| m3bat_local | 0.900 ± 0.000 |" in doc.read_text() and "| 1 of 2 |" in doc.read_text()
+    assert "differs from the arm's now in adapt.align_branches" in capsys.readouterr().err
+
+
+
+def test_options_only_another_method_reads_do_not_make_a_run_stale(tmp_path):
+    """m3bat_local's own options changing (a default, say) leave adabn's runs as they were."""
+    write(tmp_path / "runs", "cross_device", "adabn", 0, 0.8, overrides=["adapt.self_training_scope=norm"])
+    write(tmp_path / "runs", "cross_device", "adabn", 1, 0.8, overrides=["adapt.stats_min_count=64"])
+    arm = results.EXPERIMENTS / "cross_device" / "adabn.yaml"
+    assert results.stale_keys(tmp_path / "runs" / "cross_device" / "adabn" / "seed-0", arm, 0) == []
+    assert results.stale_keys(tmp_path / "runs" / "cross_device" / "adabn" / "seed-1", arm, 1) == [
+        "adapt.stats_min_count"]

@@ -25,11 +25,12 @@ ROUNDS = 4
 
 
 def _overrides(tmp: Path) -> list[str]:
-    # The default method with int8 updates and error feedback: server state
-    # (raw and class references, shift weights, schedule) and device state
-    # (calibration and its candidates, discriminators, what a target evaluated
-    # with, rounding residual) must all survive the kill.
-    return [f"fed.rounds={ROUNDS}", "adapt.method=m3bat_local", "adapt.stats_min_count=8",
+    # The default method with its alignment on, int8 updates and error
+    # feedback: server state (raw and class references, shift weights,
+    # schedule) and device state (calibration and its candidates,
+    # discriminators, what a target evaluated with, rounding residual) must
+    # all survive the kill.
+    return [f"fed.rounds={ROUNDS}", "adapt.method=m3bat_local", "adapt.align_branches=all", "adapt.stats_min_count=8",
             "fed.update_encoding=int8", f"data.cache_dir={tmp / 'cache'}"]
 
 

@@ -120,7 +120,10 @@ def test_the_server_state_survives_a_resume_point():
 
 def test_ablation_switches_change_the_model_and_the_steps():
     plain = build_run_model(DataSpec({"acc": (3, 64), "gyro": (3, 64)}, 4), cfg_of())
-    assert plain.calibration is not None and set(plain.discriminators) == {"acc", "gyro", "fused"}
+    assert plain.calibration is not None and len(plain.discriminators) == 0  # the default aligns nothing
+    aligned = build_run_model(DataSpec({"acc": (3, 64), "gyro": (3, 64)}, 4), cfg_of("m3bat_local",
+                                                                                   "adapt.align_branches=all"))
+    assert set(aligned.discriminators) == {"acc", "gyro", "fused"}
     no_cal = build_run_model(DataSpec({"acc": (3, 64), "gyro": (3, 64)}, 4), cfg_of("m3bat_local",
                                                                                   "adapt.calibration=false"))
     assert no_cal.calibration is None
