@@ -29,6 +29,9 @@ import numpy as np
 
 from fedsense.data.base import DatasetError
 from fedsense.fileio import atomic_write
+from fedsense.methods.base import METHOD_STATE, Step
+from fedsense.models.net import MultimodalNet
+from fedsense.params import Sharing, load_arrays, local_arrays
 
 PHASES = {"train": 0, "evaluate": 1}
 KINDS = ("local", "residual")
@@ -73,3 +76,18 @@ def load_local(directory: str | Path, server_round: int, phase: str, kind: str =
             return {k: npz[k] for k in npz.files}
     except (OSError, ValueError, zipfile.BadZipFile) as err:
         raise DatasetError(f"{path}: unreadable device state ({type(err).__name__}: {err})") from None
+
+
+def kept_arrays(step: Step, sharing: Sharing) -> dict[str, np.ndarray]:
+    """What a device keeps after ``step``: its own parameters and, under
+    :data:`METHOD_STATE`, its method's arrays."""
+    return {**local_arrays(step.model, sharing, step.labelled),
+            **{METHOD_STATE + k: v for k, v in step.state.items()}}
+
+
+def load_kept(model: MultimodalNet, stored: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Load a device's kept parameters (:func:`kept_arrays`) over ``model``;
+    returns its method's arrays (a :attr:`Step.state`)."""
+    load_arrays(model, {k: v for k, v in stored.items() if not k.startswith(METHOD_STATE)}, strict_keys=set())
+    return {k[len(METHOD_STATE):]: v for k, v in stored.items() if k.startswith(METHOD_STATE)}
+

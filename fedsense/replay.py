@@ -35,10 +35,11 @@ from fedsense.data.clients import ClientData, load_client_data, num_clients
 from fedsense.engine import evaluate as evaluate_model
 from fedsense.floors import device_floor, floor_rows, raise_floor
 from fedsense.methods import METHODS, Reply, Step
-from fedsense.methods.base import METHOD_STATE, step_seed
+from fedsense.devicestate import kept_arrays, load_kept
+from fedsense.methods.base import step_seed
 from fedsense.metrics import summarize
 from fedsense.models import DataSpec
-from fedsense.params import load_arrays, local_arrays
+from fedsense.params import load_arrays
 from fedsense.runmodel import build_run_model, sharing_of
 
 EVALUATE = 1  # the phase of an evaluate message in a device's seed
@@ -114,9 +115,9 @@ def replay(run_dir: str | Path, overrides: list[str] | None = None,
 
     rows: list[dict[str, Any]] = []
     target_replies: list[Reply] = []
+    previous: dict[str, np.ndarray] = {}
     for server_round in range(1, cfg.fed.rounds + 1):
-        if server_round > 1:  # what the server pooled from last round's evaluations
-            previous = _checkpoint(run_dir, server_round - 1)
+        if server_round > 1:  # what the server pooled from last round's evaluations (of `previous`)
             replies = []
             for d in sources:
                 step = Step(cfg, model_of(previous), d, {protocol.CFG_ROUND: server_round - 1}, {},
@@ -129,18 +130,16 @@ def replay(run_dir: str | Path, overrides: list[str] | None = None,
         cm = np.zeros((num_classes, num_classes), np.int64)
         numbers: dict[str, list[float]] = {}
         target_replies = []
+        previous = arrays
         for device in targets:
             model = model_of(arrays)
-            state = {k[len(METHOD_STATE):]: v for k, v in device.kept.items() if k.startswith(METHOD_STATE)}
-            load_arrays(model, {k: v for k, v in device.kept.items() if not k.startswith(METHOD_STATE)},
-                        strict_keys=set())
+            state = load_kept(model, device.kept)
             data = device.data
             step = Step(cfg, model, data, {protocol.CFG_ROUND: server_round, **config}, copy.deepcopy(payload),
                         seed=step_seed(cfg.seed, data.partition_id, server_round, EVALUATE), state=state)
             result = method.evaluate(step)
             if result.keep:
-                device.kept = {**local_arrays(model, sharing, False),
-                               **{METHOD_STATE + k: v for k, v in step.state.items()}}
+                device.kept = kept_arrays(step, sharing)
             cm += floor_rows(np.asarray(evaluate_model(model, data.test, num_classes)["confusion"]), floor)
             target_replies.append(Reply(data.partition_id, True, result.metrics, result.records, len(data.train)))
             for k, v in result.metrics.items():

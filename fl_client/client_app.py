@@ -28,12 +28,12 @@ from fedsense.config import Config, ConfigError
 from fedsense.data.base import DatasetError
 from fedsense.data.clients import ClientData, load_client_data
 from fedsense.data.missing import conform
-from fedsense.devicestate import load_local
+from fedsense.devicestate import load_kept, load_local
 from fedsense.embeddings import class_centroids
 from fedsense.engine import evaluate as evaluate_model
 from fedsense.floors import device_floor, floor_rows, raise_floor
 from fedsense.methods import METHODS, Method, Step
-from fedsense.methods.base import METHOD_STATE, step_seed
+from fedsense.methods.base import step_seed
 from fedsense.models import DataSpec
 from fedsense.runmodel import build_run_model, sharing_of
 from fedsense.params import Sharing, load_arrays, shared_arrays, shared_keys
@@ -122,10 +122,7 @@ def _setup(msg: Message, context: Context, phase: int) -> tuple[Method, Sharing,
         stored = to_numpy(context.state[LOCAL_STATE])
     elif (directory := state_dir(cfg, data, context)) is not None:  # a resumed run: from the device's disk
         stored = load_local(directory, int(config[protocol.CFG_ROUND]), msg.metadata.message_type)
-    state: dict[str, np.ndarray] = {}
-    if stored is not None:
-        state = {k[len(METHOD_STATE):]: v for k, v in stored.items() if k.startswith(METHOD_STATE)}
-        load_arrays(model, {k: v for k, v in stored.items() if not k.startswith(METHOD_STATE)}, strict_keys=set())
+    state = load_kept(model, stored) if stored is not None else {}
     payload = {name: to_numpy(record) for name, record in msg.content.array_records.items() if name != protocol.ARRAYS}
     server_round = int(config[protocol.CFG_ROUND])
     step = Step(cfg=cfg, model=model, data=data, config=dict(config), payload=payload,

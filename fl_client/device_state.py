@@ -14,9 +14,9 @@ from fedsense import protocol
 from fedsense.compression import ENCODINGS, UNCOMPRESSED, encode
 from fedsense.config import Config, ConfigError
 from fedsense.data.clients import ClientData
-from fedsense.devicestate import load_local, save_local
-from fedsense.methods.base import METHOD_STATE, Step
-from fedsense.params import Sharing, local_arrays
+from fedsense.devicestate import kept_arrays, load_local, save_local
+from fedsense.methods.base import Step
+from fedsense.params import Sharing
 from fl_client.records import to_numpy, to_record
 
 LOCAL_STATE = "fedsense-local"  # context.state key of the device-only arrays
@@ -41,8 +41,7 @@ def state_dir(cfg: Config, data: ClientData, context: Context) -> Path | None:
 def keep_local(step: Step, sharing: Sharing, context: Context, message_type: str) -> None:
     """The device's kept parameters and its method's own arrays after
     ``step`` into ``context.state`` and onto the device's disk."""
-    arrays = {**local_arrays(step.model, sharing, step.labelled),
-              **{METHOD_STATE + k: v for k, v in step.state.items()}}
+    arrays = kept_arrays(step, sharing)
     context.state[LOCAL_STATE] = to_record(arrays)
     directory = state_dir(step.cfg, step.data, context)
     if directory is not None and arrays:
