@@ -31,7 +31,9 @@ def mean_std(summaries: Sequence[Mapping[str, Any]], key: str) -> tuple[float, f
 def fmt(stat: tuple[float, float, int] | None, scale: float = 1.0, digits: int = 3) -> str:
     if stat is None:
         return "—"
-    m, s, _ = stat
+    m, s, n = stat
+    if n == 1:  # one run has no spread; "± 0.000" would claim one
+        return f"{m * scale:.{digits}f} (one run)"
     return f"{m * scale:.{digits}f} ± {s * scale:.{digits}f}"
 
 

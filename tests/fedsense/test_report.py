@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fedsense.report import arm_table, dotted, mean_std
+from fedsense.report import arm_table, dotted, fmt, mean_std
 
 
 def summary(f1: float, status: str = "completed") -> dict:
@@ -19,6 +19,11 @@ def test_mean_and_std_over_completed_runs_only():
     assert (m, n) == (pytest.approx(0.85), 2) and s == pytest.approx(0.05)
     assert mean_std([summary(0.5, "failed")], "target.macro_f1") is None
     assert dotted({"a": {"b": 3}}, "a.b") == 3 and dotted({"a": 1}, "a.b") is None
+
+
+def test_a_single_run_is_not_shown_with_a_spread_of_zero():
+    assert fmt(mean_std([summary(0.92)], "target.macro_f1")) == "0.920 (one run)"
+    assert fmt(mean_std([summary(0.8), summary(0.8)], "target.macro_f1")) == "0.800 ± 0.000"
 
 
 def test_table_has_a_row_per_arm_and_shows_failures():
