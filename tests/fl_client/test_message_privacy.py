@@ -185,12 +185,13 @@ def test_scrambling_target_labels_changes_no_trained_weight(tmp_path, monkeypatc
         assert np.array_equal(out["true-local"][k], out["scrambled-local"][k]), k
 
 
-def test_scrambling_target_labels_changes_nothing_m3bat_local_adapts(tmp_path, monkeypatch):
+@pytest.mark.parametrize("options", ["", "\nadapt.align_branches=all"], ids=["default", "with-alignment"])
+def test_scrambling_target_labels_changes_nothing_m3bat_local_adapts(tmp_path, monkeypatch, options):
     """m3bat_local adapts an unlabeled device when it evaluates: with its
     training labels scrambled, every parameter it adapted (calibration,
-    BatchNorm, discriminators, what it evaluated with) is bit-identical; only
-    the confusion matrix of its held-out windows, which reads their labels,
-    may differ."""
+    BatchNorm, encoders, with alignment its discriminators, what it evaluated
+    with) is bit-identical; only the confusion matrix of its held-out
+    windows, which reads their labels, may differ."""
     from dataclasses import replace
 
     from fedsense import configfile as config_mod
@@ -211,20 +212,37 @@ def test_scrambling_target_labels_changes_nothing_m3bat_local_adapts(tmp_path, m
     save_npz(scrambled, tmp_path / "scrambled.npz")
     true_split = partition.split_indices(target.y, cfg.data.test_fraction)
     monkeypatch.setattr(partition, "split_indices", lambda y, f: true_split)
-    run_cfg = from_dict({"model": {"channels": [16, 32], "embed_dim": 32}, "adapt": {"method": "m3bat_local"}})
-    start = shared_arrays(build_run_model(DataSpec({"acc": (3, 64), "gyro": (3, 64)}, 4), run_cfg),
-                          sharing_of(run_cfg))
+    align = "align_branches" in options
+    run_cfg = from_dict({"model": {"channels": [16, 32], "embed_dim": 32},
+                         "adapt": {"method": "m3bat_local", "align_branches": "all" if align else "none"}})
+    model = build_run_model(DataSpec({"acc": (3, 64), "gyro": (3, 64)}, 4), run_cfg)
+    start = shared_arrays(model, sharing_of(run_cfg))
+    message = server_message(MessageType.EVALUATE, start, server_round=3)
+    if align:  # the sources' class statistics to align to, and a reversal coefficient, as the server sends them
+        from fedsense.adaptation.classwise import class_stats
+        from fedsense.methods import wire
+
+        reference = class_stats(model, ds.subset(ds.subject != 6), 4, min_count=2)
+        message.content[protocol.CLASS_STATS] = ArrayRecord(
+            {k: Array(v) for b, st in reference.items() for k, v in wire.class_arrays(b, st).items()})
+        message.content[protocol.CONFIG] = ConfigRecord({**dict(message.content[protocol.CONFIG]),
+                                                         protocol.CFG_COEFF: 0.5})
     out = {}
     for name in ("true", "scrambled"):
-        ctx = device_context(0, tmp_path, "adapt.method=m3bat_local\nadapt.self_training_threshold=0")
+        ctx = device_context(0, tmp_path, "adapt.method=m3bat_local\nadapt.self_training_threshold=0" + options)
         ctx.node_config = {protocol.NODE_DATA_PATH: str(tmp_path / f"{name}.npz")}
-        reply = evaluate(server_message(MessageType.EVALUATE, start, server_round=3), ctx)
+        reply = evaluate(message, ctx)
         assert reply.content[protocol.METRICS][protocol.IS_TARGET] == 1
         out[name] = {k: v.numpy() for k, v in ctx.state["fedsense-local"].items()}
         out[name + "-metrics"] = dict(reply.content[protocol.METRICS])
     adapted = [k for k in out["true"] if k.startswith("method/adapted/") and "features.1.weight" in k]
-    assert adapted and not all(np.array_equal(out["true"][k], start[k.removeprefix("method/adapted/")])
-                               for k in adapted), "the target must actually adapt"
+    if not align:  # (with alignment on this untrained model the objective got worse: the step is reverted)
+        assert adapted and not all(np.array_equal(out["true"][k], start[k.removeprefix("method/adapted/")])
+                                   for k in adapted), "the target must actually adapt"
+    moments = [v for k, v in out["true-metrics"].items() if ".moment." in k]
+    assert (min(moments, default=0) > 0) == align, f"alignment ran: {align}, moment terms {moments}"
+    numbers = {k: v for k, v in out["true-metrics"].items() if k.startswith("selftrain.")}
+    assert numbers and numbers == {k: v for k, v in out["scrambled-metrics"].items() if k.startswith("selftrain.")}
     assert out["true"].keys() == out["scrambled"].keys()
     for k in out["true"]:
         assert np.array_equal(out["true"][k], out["scrambled"][k]), k
