@@ -90,4 +90,3 @@ def load_kept(model: MultimodalNet, stored: Mapping[str, np.ndarray]) -> dict[st
     returns its method's arrays (a :attr:`Step.state`)."""
     load_arrays(model, {k: v for k, v in stored.items() if not k.startswith(METHOD_STATE)}, strict_keys=set())
     return {k[len(METHOD_STATE):]: v for k, v in stored.items() if k.startswith(METHOD_STATE)}
-
