@@ -204,6 +204,7 @@ def _simulate(cfg: Config, config_file: Path, overrides: list[str], run_dir: Pat
             on_poll=Progress(run_dir, cfg.fed.rounds, resume_after),
             finished=(run_dir / "summary.json").exists,  # the ServerApp writes it last, also on failure
             resume=bool(resume_after),
+            on_stop=link.halt_server_app,  # nothing the stop does to the devices may be recorded
         )
     finally:
         link.stop()

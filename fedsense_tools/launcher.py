@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fedsense_tools.processes import identity, processes_with_env, stop_tree
+from fedsense_tools.processes import identity, kill_programs, processes_with_env, stop_tree
 
 if TYPE_CHECKING:
     from fedsense_tools.pki import ServerPki
@@ -207,11 +207,16 @@ class SuperLink:
             raise
         return link
 
+    def halt_server_app(self) -> list[int]:
+        """Stop the run's ServerApp at once (see :func:`halt_server_app`)."""
+        return halt_server_app(self.home)
+
     def stop(self, grace: float = 10.0) -> list[int]:
-        """Stop the SuperLink and every process below it (simulation, Ray),
-        then any that left the tree but still carry this FLWR_HOME; remove
-        Ray's directory and let the watchdog go."""
-        stopped = stop_tree(self.process.pid, grace)
+        """Stop the ServerApp at once, then the SuperLink and every process
+        below it (Ray), then any that left the tree but still carry this
+        FLWR_HOME; remove Ray's directory and let the watchdog go."""
+        stopped = self.halt_server_app()
+        stopped += stop_tree(self.process.pid, grace)
         try:
             self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL was sent
@@ -239,6 +244,22 @@ def _start_watchdog(superlink_pid: int, home: Path, ray_tmp: Path) -> subprocess
         env=env, cwd=str(APP_DIR), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+
+
+# The programs that run a ServerApp: in a simulation it also runs the devices'
+# engine and is the only writer of the run directory.
+SERVER_APPS = ("flwr-simulation", "flwr-serverapp")
+
+
+def halt_server_app(home: Path) -> list[int]:
+    """SIGKILL the ServerApp of the run under ``home`` (its process carries
+    that FLWR_HOME) before anything else of the run is stopped. A gentler
+    stop lets it go on while the devices' processes die around it: a device
+    killed mid-round would end that round as a failed reply, and the round
+    would be recorded short of it and become the resume point. Killed first,
+    the ServerApp records nothing the stop caused; its files are written
+    atomically or line by line, which a resume reads as a power cut."""
+    return kill_programs([p for p, v in processes_with_env("FLWR_HOME").items() if v == str(home)], SERVER_APPS)
 
 
 def stop_stragglers(home: Path, grace: float = 10.0) -> list[int]:
@@ -331,6 +352,7 @@ def submit_and_wait(
     status_every: float = 30.0,
     resume: bool = False,
     app_dir: Path = APP_DIR,
+    on_stop: Callable[[], None] | None = None,
 ) -> int:
     """``flwr run`` the app on the SuperLink configured in ``home``; wait for the
     final status; raise :class:`RunFailed` unless it completed. Returns the run id.
@@ -344,6 +366,8 @@ def submit_and_wait(
     1.5 s of CPU, taken from the clients on a small machine), so the status is
     asked every ``status_every`` seconds, and at once when the cheap
     ``finished()`` check (e.g. the run's summary.json exists) says so.
+    ``on_stop`` is called first when the wait is given up (Ctrl-C, SIGTERM,
+    the deadline), before the run is stopped on the SuperLink.
     """
     if config_file is not None:
         run_config = write_run_config(run_config or home / "run-config.toml", config_file, overrides, resume)
@@ -384,6 +408,8 @@ def submit_and_wait(
     except (KeyboardInterrupt, SystemExit, RunFailed):
         # Ctrl-C, SIGTERM or giving up: the run must not go on without us
         # (on a fleet's SuperLink, which outlives this command, it would).
+        if on_stop is not None:
+            on_stop()
         try:
             _flwr(["stop", str(run_id), FEDERATION], home, timeout=30)
         except RunFailed:  # the SuperLink is gone or mute: nothing left to stop there

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
 
@@ -60,6 +61,29 @@ def processes_with_env(name: str) -> dict[int, str]:
                     found[int(entry.name)] = var[len(prefix):].decode(errors="replace")
                     break
     return found
+
+
+def program(pid: int) -> str | None:
+    """The program a process runs: the file name of its script when an
+    interpreter runs one (``python …/bin/flwr-simulation`` is
+    ``flwr-simulation``), else of its executable; None if gone."""
+    try:
+        args = [a for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+    except OSError:
+        return None
+    if not args:
+        return None
+    names = [Path(a.decode(errors="replace")).name for a in args[:2]]
+    return names[1] if names[0].startswith("python") and len(names) > 1 else names[0]
+
+
+def kill_programs(pids: Iterable[int], programs: Collection[str]) -> list[int]:
+    """SIGKILL, at once and without a grace period, those of ``pids`` that
+    run one of ``programs``; returns the pids signalled."""
+    found = [i for p in pids if program(p) in programs and (i := identity(p)) is not None]
+    for proc in found:
+        _signal(proc, signal.SIGKILL)
+    return [p for p, _ in found]
 
 
 def identity(pid: int) -> tuple[int, str] | None:

@@ -6,7 +6,8 @@ process and Ray's daemons would finish the remaining rounds into the run
 directory. So each simulation gets a watchdog: a small process in a session
 of its own (a signal to the command's process group does not reach it) that
 polls the command by pid and start time and, when it has ended for any
-reason, stops the SuperLink's process tree and every straggler carrying the
+reason, kills the run's ServerApp outright (it must record nothing the stop
+causes), stops the SuperLink's process tree and every straggler carrying the
 run's ``FLWR_HOME``, and removes the run's private Ray directory.
 
     python -m fedsense_tools.watchdog PID START SUPERLINK_PID SUPERLINK_START FLWR_HOME RAY_TMPDIR
@@ -19,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from fedsense_tools.launcher import stop_stragglers
+from fedsense_tools.launcher import halt_server_app, stop_stragglers
 from fedsense_tools.processes import alive, stop_tree
 
 
@@ -28,6 +29,7 @@ def watch(command: tuple[int, str], superlink: tuple[int, str], home: Path, ray_
     """Wait for ``command`` to end, then stop ``superlink``'s tree, stragglers and Ray's directory."""
     while alive(command):
         time.sleep(poll)
+    halt_server_app(home)  # first: the devices dying below must not end a round it records
     stop_tree(superlink[0], grace=5.0, started=superlink[1])
     stop_stragglers(home, grace=5.0)
     shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -68,3 +68,49 @@ def test_processes_are_found_by_an_environment_marker_their_children_inherit():
         assert os.getpid() not in found
     finally:
         stop_tree(proc.pid, grace=5)
+
+
+def test_a_program_is_named_by_its_script_under_an_interpreter_else_by_its_executable(tmp_path):
+    import sys
+
+    from fedsense_tools.processes import program
+
+    script = tmp_path / "flwr-serverapp"
+    script.write_text("import time\ntime.sleep(60)\n")
+    under_python = subprocess.Popen([sys.executable, str(script), "--flag"])
+    renamed = subprocess.Popen(["bash", "-c", "exec -a flwr-simulation sleep 60"])
+    plain = subprocess.Popen(["sleep", "60"])
+    try:
+        deadline = time.time() + 5  # until each has exec'd (bash's exec too)
+        while [program(p.pid) for p in (under_python, renamed, plain)] != ["flwr-serverapp", "flwr-simulation", "sleep"] \
+                and time.time() < deadline:
+            time.sleep(0.05)
+        assert program(under_python.pid) == "flwr-serverapp"
+        assert program(renamed.pid) == "flwr-simulation"
+        assert program(plain.pid) == "sleep"
+    finally:
+        for proc in (under_python, renamed, plain):
+            proc.kill()
+            proc.wait()
+    assert program(plain.pid) is None
+
+
+def test_kill_programs_kills_the_named_programs_at_once_and_nothing_else():
+    from fedsense_tools.processes import kill_programs, program
+
+    # SIGTERM ignored: only an immediate SIGKILL stops these
+    writer = subprocess.Popen(["bash", "-c", "trap '' TERM; exec -a flwr-simulation sleep 60"])
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        deadline = time.time() + 5
+        while program(writer.pid) != "flwr-simulation" and time.time() < deadline:
+            time.sleep(0.05)
+        assert kill_programs([writer.pid, other.pid], ("flwr-simulation", "flwr-serverapp")) == [writer.pid]
+        assert writer.wait(timeout=2) == -9
+        assert other.poll() is None
+        assert kill_programs([writer.pid, other.pid], ("flwr-simulation",)) == []  # gone: nothing signalled
+    finally:
+        for proc in (writer, other):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

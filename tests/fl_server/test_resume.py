@@ -96,6 +96,11 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(runs):
     assert not (killed / "summary.json").exists()
     interrupted_at = max(r["round"] for r in read_metrics(killed))
     assert interrupted_at < ROUNDS
+    # The stop recorded nothing it caused: a device killed by the teardown
+    # mid-round would have ended that round short of it (and made it the
+    # resume point), so every recorded round has every device's evaluation.
+    for r in read_metrics(killed):
+        assert sorted(r["client"]) == [str(c) for c in range(6)] and r["clients"]["failed"] == 0, r
 
     resume_experiment(killed)
 
