@@ -228,7 +228,8 @@ def regenerate(
     if not run:  # only collecting: never replace the page with one that reports fewer runs
         if completed_runs(text) < completed_runs(doc.read_text() if doc.exists() else ""):
             print(f"{doc}: left as it is: it reports {completed_runs(doc.read_text())} completed runs, "
-                  f"the runs under {out} only {completed_runs(text)}", file=sys.stderr)
+                  f"the runs under {out} only {completed_runs(text)} (a run whose config no longer matches "
+                  f"its arm's is not counted); delete {doc} to write it anyway", file=sys.stderr)
             return doc
         doc.parent.mkdir(parents=True, exist_ok=True)
         doc.write_text(text)
