@@ -23,7 +23,6 @@ from fedsense.report import dotted, mean_std
 from fedsense.rundir import RunDir, new_run_dir, resolve_run_dir
 from fedsense_tools import launcher
 from fedsense_tools.fleetstate import Fleet, FleetError
-from fedsense_tools.processes import processes_with_env
 
 
 def _absolute_overrides(cfg: Config, out: Path) -> list[str]:
@@ -226,8 +225,7 @@ def resume_experiment(run_dir: str | Path, verbose: bool = False) -> Path:
     RUNNING["dir"] = run_dir
     if point.server_round >= cfg.fed.rounds:
         raise ConfigError(f"{run_dir}: all {cfg.fed.rounds} rounds are complete; nothing to resume")
-    home = str(run_dir / "flower")
-    alive = sorted(pid for pid, value in processes_with_env("FLWR_HOME").items() if value == home)
+    alive = launcher.run_processes(run_dir / "flower")
     if alive:
         raise ConfigError(f"{run_dir}: processes of the interrupted run are still running "
                           f"(pids {' '.join(map(str, alive))}); stop them before resuming")

@@ -246,6 +246,12 @@ def _start_watchdog(superlink_pid: int, home: Path, ray_tmp: Path) -> subprocess
     )
 
 
+def run_processes(home: Path) -> list[int]:
+    """The pids of every process a run under ``home`` started, detached ones
+    too: they all inherited ``home`` as FLWR_HOME."""
+    return sorted(p for p, v in processes_with_env("FLWR_HOME").items() if v == str(home))
+
+
 # The programs that run a ServerApp: in a simulation it also runs the devices'
 # engine and is the only writer of the run directory.
 SERVER_APPS = ("flwr-simulation", "flwr-serverapp")
@@ -259,7 +265,7 @@ def halt_server_app(home: Path) -> list[int]:
     would be recorded short of it and become the resume point. Killed first,
     the ServerApp records nothing the stop caused; its files are written
     atomically or line by line, which a resume reads as a power cut."""
-    return kill_programs([p for p, v in processes_with_env("FLWR_HOME").items() if v == str(home)], SERVER_APPS)
+    return kill_programs(run_processes(home), SERVER_APPS)
 
 
 def stop_stragglers(home: Path, grace: float = 10.0) -> list[int]:
@@ -268,7 +274,7 @@ def stop_stragglers(home: Path, grace: float = 10.0) -> list[int]:
     process tree and usually exit by themselves within seconds; those that do
     not by ``grace`` are stopped, by pid and start time."""
     deadline = time.time() + grace
-    while (left := [p for p, v in processes_with_env("FLWR_HOME").items() if v == str(home)]):
+    while left := run_processes(home):
         if time.time() > deadline:
             return [pid for p in left for pid in stop_tree(p, grace=5.0)]
         time.sleep(0.2)
