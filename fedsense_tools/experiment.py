@@ -18,6 +18,7 @@ from fedsense.config import Config, ConfigError
 from fedsense.data.clients import num_clients
 from fedsense.data.loaders import build_dataset
 from fedsense.data.npz import save_npz
+from fedsense.data.shifts import NO_SHIFT_HINT, describe as describe_shift
 from fedsense.fileio import private_dir
 from fedsense.report import dotted, mean_std
 from fedsense.rundir import RunDir, new_run_dir, resolve_run_dir
@@ -128,6 +129,8 @@ def run_experiment(
     RUNNING["dir"] = run_dir
     pinned = [*overrides, *_absolute_overrides(cfg, run_dir)]
     cfg = config_mod.load(config_file, pinned)
+    for shift in cfg.data.shifts:  # a synthetic change of the data is said, never silent
+        print(f"fedsense: synthetic shift of {describe_shift(shift)} ({NO_SHIFT_HINT})", flush=True)
 
     if on is not None:
         _on_fleet(on, cfg, config_file, pinned, run_dir, verbose)

@@ -157,6 +157,25 @@ def _is_identity_rotation(degrees_xyz: Sequence[float]) -> bool:
     return all(float(d) % 360.0 == 0.0 for d in degrees_xyz)
 
 
+def describe(shift: ShiftConfig) -> str:
+    """One line a person reads: what the shift does to which domains."""
+    parts = []
+    if not _is_identity_rotation(shift.rotate):
+        parts.append("turned " + ", ".join(f"{float(d):g} deg about {a}" for d, a in zip(shift.rotate, AXES) if d))
+    if shift.mirror:
+        parts.append("mirrored " + "".join(shift.mirror))
+    for name, value, neutral in (("gain", shift.gain, 1.0), ("bias", shift.bias, 0.0),
+                                 ("noise", shift.noise, 0.0), ("resample", shift.resample, 1.0)):
+        if value != neutral:
+            parts.append(f"{name} {value:g}")
+    what = ", ".join(parts) or "nothing"
+    on = f" ({', '.join(shift.modalities)})" if shift.modalities else ""
+    return f"domains {list(shift.domains)}{on}: {what}"
+
+
+NO_SHIFT_HINT = "--set data.shifts=[] runs your data as recorded"
+
+
 def _check_shift(shift: ShiftConfig, where: str) -> None:
     """Value checks, repeated here because a ShiftConfig can be built in code."""
     if len(shift.rotate) != 3:
@@ -251,7 +270,8 @@ def apply_shifts(ds: Dataset, shifts: Sequence[ShiftConfig], strict: bool = True
                 present = [int(d) for d in np.unique(ds.domain)]
                 raise DatasetError(
                     f"{where}: no window has any of domains {list(shift.domains)} "
-                    f"(present: {present})"
+                    f"(present: {present}); data.shifts are synthetic shifts of an experiment "
+                    f"(configs/default.yaml turns HAPT users 25-30): {NO_SHIFT_HINT}"
                 )
             continue
         rng = np.random.default_rng(shift.seed)

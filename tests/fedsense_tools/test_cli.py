@@ -57,12 +57,16 @@ def test_centralized_run_and_npz_round_trip_through_the_cli(tmp_path, capsys):
     assert main(["convert", str(SYNTHETIC), "--set", cache, "--out", str(tmp_path / "d.npz")]) == 0
     out = tmp_path / "run"
     code = main(["run", str(SYNTHETIC), "--set", "data.kind=npz", "--set", f"data.path={tmp_path / 'd.npz'}",
-                 "--set", "fed.mode=centralized", "--set", "fed.rounds=3", "--out", str(out)])
+                 "--set", "fed.mode=centralized", "--set", "fed.rounds=3", "--out", str(out),
+                 "--set", "data.shifts=[{domains: [6], rotate: [0, 0, 90]}]"])
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["mode"] == "centralized" and summary["rounds"] == 3
     assert summary["target"]["macro_f1"] > 0.5  # 4 classes: chance is 0.25
-    assert f"fedsense board {tmp_path / 'run'}" in capsys.readouterr().out  # the venv's, no activation needed
+    printed = capsys.readouterr().out
+    assert f"fedsense board {tmp_path / 'run'}" in printed  # the venv's, no activation needed
+    # A synthetic shift on top of a dataset of one's own is said at the start, with the way out.
+    assert "synthetic shift of domains [6]: turned 90 deg about z (--set data.shifts=[] runs your data" in printed
 
 
 def test_an_existing_run_is_never_overwritten(tmp_path, capsys):

@@ -11,6 +11,7 @@ from fedsense.data.shifts import (
     add_noise,
     apply_shifts,
     bias,
+    describe,
     gain,
     mirror,
     resample,
@@ -171,9 +172,17 @@ def test_apply_shifts_unknown_modality_lists_valid_ones() -> None:
 
 
 def test_apply_shifts_unmatched_domains_is_an_error() -> None:
-    with pytest.raises(DatasetError, match=r"\[7, 9\]"):
+    with pytest.raises(DatasetError, match=r"\[7, 9\].*present: \[1, 2, 3\].*--set data.shifts=\[\]"):
         apply_shifts(dataset(), [ShiftConfig(domains=[7, 9], gain=2.0)])
     # A client holding one subject may skip shifts meant for others.
     ds = dataset()
     out = apply_shifts(ds, [ShiftConfig(domains=[7], gain=2.0)], strict=False)
     np.testing.assert_array_equal(out.x["acc"], ds.x["acc"])
+
+
+def test_describe_names_every_change_and_only_those() -> None:
+    assert describe(ShiftConfig(domains=[25, 26], rotate=[0, 0, 45], gain=1.15, noise=0.05)) == (
+        "domains [25, 26]: turned 45 deg about z, gain 1.15, noise 0.05")
+    assert describe(ShiftConfig(domains=[3], modalities=["acc"], mirror=["y"], bias=0.05, resample=1.1)) == (
+        "domains [3] (acc): mirrored y, bias 0.05, resample 1.1")
+    assert describe(ShiftConfig(domains=[1])) == "domains [1]: nothing"
