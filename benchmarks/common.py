@@ -49,9 +49,9 @@ def write_result(name: str, result: dict) -> Path:
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 TICK = os.sysconf("SC_CLK_TCK")
-KINDS = (("ClientAppActor", "ray actor"), ("flower-superlink", "superlink"), ("flwr-simulation", "simulation"),
-         ("flower-superexec", "superexec"), ("raylet", "ray raylet"), ("gcs_server", "ray gcs"),
-         ("ray::", "ray worker"), ("ray/", "ray other"), ("bin/flwr ", "flwr cli"))
+KINDS = (("ClientAppActor", "ray actor"), ("flower-superlink", "superlink"), ("fedsense_tools.fab", "superlink"),
+         ("flwr-simulation", "simulation"), ("flower-superexec", "superexec"), ("raylet", "ray raylet"),
+         ("gcs_server", "ray gcs"), ("ray::", "ray worker"), ("ray/", "ray other"), ("bin/flwr ", "flwr cli"))
 
 
 def process_kind(pid: int) -> str:

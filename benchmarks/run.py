@@ -16,6 +16,7 @@ from common import REPO, RESULTS, machine
 # name -> arguments; sized so that all of them take under 20 minutes on 2 cores
 BENCHMARKS = {
     "device_cost": [],
+    "app_bundle": [],
     "overhead": ["--clients", "10,100,1000", "--rounds", "3,3,1"],
     "fleet_size": ["--devices", "100,1000,10000", "--sampled", "50", "--rounds", "3"],
     "ray_cluster": ["--rounds", "2"],
@@ -32,6 +33,10 @@ def headline(name: str, r: dict) -> list[str]:
                 f"latency {r['latency_batch1_1thread_ms']['median']:.2f} ms (batch 1, 1 thread)",
                 f"up {traffic.get('bytes_up_per_client', 0) / 1024:.0f} KiB, "
                 f"down {traffic.get('bytes_down_per_client', 0) / 1024:.0f} KiB per client and round"]
+    if name == "app_bundle":
+        return [f"bundle of {r['files_in_bundle']} files: {r['seconds_staged']:.2f} s staged vs "
+                f"{r['seconds_from_repository']:.2f} s walking {r['files_under_repository']:,} files "
+                f"(same bytes: {r['same_bundle']})"]
     if name == "overhead":
         return [f"{e['clients_per_round']} clients/round: ratio {e['overhead_ratio']:.2f} "
                 f"({e['federated_seconds_per_round']:.1f} s vs limit {e['limit_seconds_per_round']:.1f} s); "

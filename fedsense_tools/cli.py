@@ -9,6 +9,7 @@
     fedsense fleet run DIR CONFIG.yaml [--set key=value ...] [--out RUN_DIR]
     fedsense fleet start DIR DEVICE | status DIR | down DIR
     fedsense fleet certs --out DIR --host NAME [--host NAME ...] [--front-port P] [--link-port P]
+    fedsense fleet sign --key KEY --approvals DIR [--app APP_DIR]
 
 A federated run goes through Flower's simulation engine (one virtual
 SuperNode per client); ``fed.mode: centralized`` trains the pooled source
@@ -131,16 +132,21 @@ def _fleet_parser(sub) -> None:
     status.add_argument("dir", metavar="DIR", help="the fleet's folder")
     down = fsub.add_parser("down", help="stop exactly the processes `fleet up` and `fleet start` started")
     down.add_argument("dir", metavar="DIR", help="the fleet's folder")
-    certs = fsub.add_parser("certs", help="a CA, a SuperLink certificate and the TLS front's nginx.conf for a "
-                            "real fleet")
+    certs = fsub.add_parser("certs", help="a CA, a SuperLink certificate, the TLS front's nginx.conf and the "
+                            "app-signing key for a real fleet")
     certs.add_argument("--out", required=True, help="folder for ca.crt, ca.key, server.pem, server.key, "
-                       "front/nginx.conf")
+                       "front/nginx.conf, app-signing, trusted-entities.yaml")
     certs.add_argument("--host", dest="hosts", action="append", required=True,
                        help="a host name or IP address the devices dial; repeatable")
     certs.add_argument("--front-port", type=int, default=9092,
                        help="the port the devices dial: the TLS front on every interface (default 9092)")
     certs.add_argument("--link-port", type=int, default=9093,
                        help="the SuperLink's port on 127.0.0.1 behind the front (default 9093)")
+    sign = fsub.add_parser("sign", help="sign the app the next `flwr run` sends, so devices with the operator's "
+                           "trusted-entities.yaml run it (docs/fleet.md)")
+    sign.add_argument("--key", required=True, help="the operator's app-signing key (of `fleet certs`)")
+    sign.add_argument("--approvals", required=True, help="the folder the SuperLink serves signatures from")
+    sign.add_argument("--app", default=None, help="the Flower app's folder (default: this fedsense)")
 
 
 if __name__ == "__main__":  # pragma: no cover

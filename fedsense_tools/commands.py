@@ -20,7 +20,7 @@ from fedsense.onnx_export import MissingExtra, evaluate_exports, export_device, 
 from fedsense.plots import learning_curves
 from fedsense.report import runs_table
 from fedsense.rundir import read_metrics
-from fedsense_tools import fleet
+from fedsense_tools import fab, fleet, launcher
 from fedsense_tools.experiment import (
     RUNNING,
     convert,
@@ -33,7 +33,7 @@ from fedsense_tools.fleetstate import Fleet, FleetError
 from fedsense_tools.supernodes import nodes, start_device
 from fedsense_tools.launcher import RunFailed
 from fedsense_tools.front import front_args, write_front
-from fedsense_tools.pki import LOCAL_NAMES, make_server_pki
+from fedsense_tools.pki import LOCAL_NAMES, make_server_pki, make_signing_key
 from fedsense_tools.results import regenerate
 
 
@@ -272,12 +272,23 @@ def _cmd_fleet(args: argparse.Namespace) -> int:
         out = Path(args.out).expanduser().resolve()
         # localhost too: the front verifies the SuperLink behind it by that name
         pki = make_server_pki(out, tuple(dict.fromkeys([*args.hosts, *LOCAL_NAMES])))
+        signing = make_signing_key(out, fab.KEY_ID)
         conf = write_front(out / "front", f"0.0.0.0:{args.front_port}", args.link_port, pki)
-        print(f"SuperLink: flower-superlink --host 127.0.0.1 --port {args.link_port} --ssl-ca-certfile {pki.ca_cert} "
+        print(f"SuperLink: {sys.executable} -m fedsense_tools.fab --approvals {out / 'approvals'} -- "
+              f"--host 127.0.0.1 --port {args.link_port} --ssl-ca-certfile {pki.ca_cert} "
               f"--ssl-certfile {pki.cert} --ssl-keyfile {pki.key} ...\n"
               f"TLS front: nginx {' '.join(front_args(out / 'front'))}   (passes the Fleet API only; {conf})\n"
               f"devices:   --superlink {args.hosts[0]}:{args.front_port} --root-certificates ca.crt "
-              f"(copy {pki.ca_cert}; keep {pki.ca_key} private)")
+              f"--trusted-entities trusted-entities.yaml\n"
+              f"           (copy {pki.ca_cert} and {signing.trusted}; keep {pki.ca_key} and {signing.private} "
+              f"private)\n"
+              f"each run:  fedsense fleet sign --key {signing.private} --approvals {out / 'approvals'}, "
+              f"then flwr run")
+    elif args.fleet_command == "sign":
+        app = Path(args.app).expanduser().resolve() if args.app else launcher.APP_DIR
+        with fab.staged(app, Path(tempfile.gettempdir())) as bundle:
+            digest = fab.sign_app(bundle, Path(args.key).expanduser(), Path(args.approvals).expanduser())
+        print(f"signed the app in {app}: FAB sha256 {digest}; devices run it until a file of it changes")
     else:
         stopped = fleet.down(args.dir)
         print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")

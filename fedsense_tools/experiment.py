@@ -22,7 +22,7 @@ from fedsense.data.shifts import NO_SHIFT_HINT, describe as describe_shift
 from fedsense.fileio import private_dir
 from fedsense.report import dotted, mean_std
 from fedsense.rundir import RunDir, new_run_dir, resolve_run_dir
-from fedsense_tools import launcher
+from fedsense_tools import fab, launcher
 from fedsense_tools.fleetstate import Fleet, FleetError
 
 
@@ -175,6 +175,7 @@ def _on_fleet(fleet: Fleet, cfg: Config, config_file: Path, overrides: list[str]
         verbose=verbose,
         on_poll=Progress(run_dir, cfg.fed.rounds),
         finished=(run_dir / "summary.json").exists,  # the ServerApp writes it last, also on failure
+        sign=(lambda bundle: fab.sign_app(bundle, fleet.signing_key, fleet.approvals)) if fleet.signing_key else None,
     )
 
 

@@ -17,6 +17,9 @@ Layout of DIR::
     devices/device-<i>.npz   device i's windows (one subject), docs/design.md npz
     certs/              ca.crt, ca.key, server.pem, server.key          (--tls)
     keys/device-<i>[.pub]    device i's key pair, OpenSSH              (--auth)
+    keys/app-signing, keys/trusted-entities.yaml   the operator's app-signing key
+                        and its public half, each device's --trusted-entities (--tls)
+    approvals/<sha256>.json  the signature of each FAB ``fleet run`` sent (--tls)
     flower/             FLWR_HOME of the SuperLink and of the flwr CLI; superlink.log
     nodes/device-<i>/   FLWR_HOME of device i's SuperNode; supernode.log
 """
@@ -32,9 +35,10 @@ from fedsense.config import ConfigError
 from fedsense.data.base import DatasetError
 from fedsense.data.npz import load_npz, save_npz
 from fedsense_tools import launcher
+from fedsense_tools.fab import KEY_ID
 from fedsense_tools.fleetstate import STATE, Device, Fleet, FleetError
 from fedsense_tools.front import front_command, write_front
-from fedsense_tools.pki import DeviceKey, ServerPki, make_device_key, make_server_pki
+from fedsense_tools.pki import DeviceKey, ServerPki, make_device_key, make_server_pki, make_signing_key
 from fedsense_tools.processes import alive, stop_tree
 from fedsense_tools.supernodes import activation, launch, not_online, register, start_detached
 
@@ -87,6 +91,8 @@ def up(
     if tls:  # the devices dial the front; the SuperLink listens on 127.0.0.1 behind it
         fleet.link = f"127.0.0.1:{launcher.free_port()}"
     server: ServerPki | None = make_server_pki(root / "certs") if tls else None
+    if tls:
+        make_signing_key(fleet.signing_key.parent, KEY_ID)  # keys/app-signing, keys/trusted-entities.yaml
     for i, (subject, path) in enumerate(chosen):
         fleet.devices.append(Device(name=f"device-{i}", data=str(path), subject=subject, partition_id=i,
                                     port=launcher.free_port()))
@@ -96,7 +102,8 @@ def up(
         fleet.home.mkdir(parents=True, exist_ok=True)
         link_log = fleet.home / "superlink.log"
         fleet.superlink = start_detached(
-            launcher.superlink_command(port, link_log, simulation=False, tls=server, auth=auth),
+            launcher.superlink_command(port, link_log, simulation=False, tls=server, auth=auth,
+                                       approvals=fleet.approvals if tls else None),
             fleet.home, fleet.home / "superlink.out",
         )
         fleet.save()

@@ -58,6 +58,21 @@ class Fleet:
     def ca_cert(self) -> Path | None:
         return self.path / "certs" / "ca.crt" if self.tls else None
 
+    @property
+    def signing_key(self) -> Path | None:
+        """The operator's app-signing key (with --tls): devices run only apps it signed (fedsense_tools/fab.py)."""
+        return self.path / "keys" / "app-signing" if self.tls else None
+
+    @property
+    def trusted_entities(self) -> Path | None:
+        """Every device's ``--trusted-entities``: the public half of :attr:`signing_key`."""
+        return self.path / "keys" / "trusted-entities.yaml" if self.tls else None
+
+    @property
+    def approvals(self) -> Path:
+        """The signatures the SuperLink hands out with the FABs they sign."""
+        return self.path / "approvals"
+
     def device(self, name: str) -> Device:
         for d in self.devices:
             if d.name == name:

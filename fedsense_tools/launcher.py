@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fedsense_tools import fab
 from fedsense_tools.processes import identity, kill_programs, processes_with_env, stop_tree
 
 if TYPE_CHECKING:
@@ -92,11 +93,15 @@ def superlink_command(
     simulation: bool,
     tls: "ServerPki | None" = None,
     auth: bool = False,
+    approvals: Path | None = None,
 ) -> list[str]:
     """The ``flower-superlink`` command line: one port on 127.0.0.1 serves the
-    Control, Fleet and ServerAppIo APIs; nothing is installed at run time."""
+    Control, Fleet and ServerAppIo APIs; nothing is installed at run time.
+    With ``approvals``, through :mod:`fedsense_tools.fab`: the FABs devices
+    fetch carry the operator's signatures found there."""
     cmd = [
-        _bin("flower-superlink"),
+        *([sys.executable, "-m", "fedsense_tools.fab", "--approvals", str(approvals), "--"] if approvals
+          else [_bin("flower-superlink")]),
         "--isolation", "subprocess",
         "--host", "127.0.0.1",
         "--port", str(port),
@@ -359,6 +364,7 @@ def submit_and_wait(
     resume: bool = False,
     app_dir: Path = APP_DIR,
     on_stop: Callable[[], None] | None = None,
+    sign: Callable[[Path], object] | None = None,
 ) -> int:
     """``flwr run`` the app on the SuperLink configured in ``home``; wait for the
     final status; raise :class:`RunFailed` unless it completed. Returns the run id.
@@ -373,17 +379,22 @@ def submit_and_wait(
     asked every ``status_every`` seconds, and at once when the cheap
     ``finished()`` check (e.g. the run's summary.json exists) says so.
     ``on_stop`` is called first when the wait is given up (Ctrl-C, SIGTERM,
-    the deadline), before the run is stopped on the SuperLink.
+    the deadline), before the run is stopped on the SuperLink. The app goes
+    out staged (:func:`fedsense_tools.fab.staged`), and ``sign`` signs that
+    staged directory first (a locked fleet).
     """
     if config_file is not None:
         run_config = write_run_config(run_config or home / "run-config.toml", config_file, overrides, resume)
     elif run_config is None:
         raise ValueError("submit_and_wait: give config_file, or the run config file of the app in app_dir")
     extra = ["--federation-config", " ".join(federation_config)] if federation_config else []
-    proc = _flwr(
-        ["run", str(app_dir), FEDERATION, "--run-config", str(run_config), *extra, "--format", "json"],
-        home,
-    )
+    with fab.staged(app_dir, home) as bundle:
+        if sign is not None:
+            sign(bundle)
+        proc = _flwr(
+            ["run", str(bundle), FEDERATION, "--run-config", str(run_config), *extra, "--format", "json"],
+            home,
+        )
     try:
         payload = _json_tail(proc.stdout)
     except ValueError:

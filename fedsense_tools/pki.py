@@ -1,5 +1,6 @@
 """Certificates and keys for a fleet: a CA, the SuperLink's server certificate,
-and one key pair per device for SuperNode authentication.
+one key pair per device for SuperNode authentication, and the operator's
+app-signing key (``fedsense_tools.appsign``).
 
 What Flower expects, checked against Flower 1.41: the SuperLink takes a PEM
 CA certificate, server certificate and server key (``--ssl-*``); a SuperNode
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
 VALID_DAYS = 365
@@ -32,6 +33,12 @@ class ServerPki:
     ca_key: Path  # stays with the operator
     cert: Path  # the SuperLink's certificate, signed by the CA
     key: Path
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    private: Path  # stays with the operator: signs the apps devices may run (OpenSSH PEM, Ed25519)
+    trusted: Path  # every device's --trusted-entities file: the public key under its id
 
 
 @dataclass(frozen=True)
@@ -125,4 +132,19 @@ def make_device_key(out: Path, name: str) -> DeviceKey:
     return DeviceKey(
         private=_write(out / name, private, private=True),
         public=_write(out / f"{name}.pub", public + f" {name}\n".encode(), private=False),
+    )
+
+
+def make_signing_key(out: Path, key_id: str, name: str = "app-signing") -> SigningKey:
+    """The operator's Ed25519 app-signing key: ``<name>`` (private, OpenSSH)
+    and ``trusted-entities.yaml`` (``key_id: ssh-ed25519 ...``, what a
+    SuperNode's ``--trusted-entities`` reads), under ``out``."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return SigningKey(
+        private=_write(out / name, private, private=True),
+        trusted=_write(out / "trusted-entities.yaml", f"{key_id}: {public.decode()}\n".encode(), private=False),
     )

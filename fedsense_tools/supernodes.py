@@ -39,7 +39,9 @@ def start_detached(cmd: list[str], home: Path, log_file: Path) -> list:
 
 def supernode_command(fleet: Fleet, device: Device, key: str | None = None) -> list[str]:
     """The ``flower-supernode`` command of ``device``: its data path and number
-    in the node config, the fleet's CA, and its private key (``key`` overrides it)."""
+    in the node config, the fleet's CA and the operator's app-signing key
+    (it runs only apps that key signed), and its private key (``key``
+    overrides it)."""
     node_config = f'{protocol.NODE_DATA_PATH}="{device.data}" {protocol.NODE_PARTITION_ID}={device.partition_id}'
     cmd = [
         launcher._bin("flower-supernode"),
@@ -50,7 +52,7 @@ def supernode_command(fleet: Fleet, device: Device, key: str | None = None) -> l
         "--node-config", node_config,
     ]
     if fleet.tls:
-        cmd += ["--root-certificates", str(fleet.ca_cert)]
+        cmd += ["--root-certificates", str(fleet.ca_cert), "--trusted-entities", str(fleet.trusted_entities)]
     else:
         cmd.append("--insecure")
     private = key or device.key

@@ -16,7 +16,7 @@ from fedsense import protocol
 from fedsense.config import ConfigError
 from fedsense.data.base import DatasetError
 from fedsense.data.npz import load_npz, save_npz
-from fedsense_tools import fleet, fleetstate, supernodes
+from fedsense_tools import fab, fleet, fleetstate, supernodes
 from fedsense_tools.experiment import run_experiment
 from fedsense_tools.cli import main
 from fedsense_tools.launcher import superlink_command
@@ -67,6 +67,9 @@ def test_superlink_command_security_flags(tmp_path):
     assert secure[secure.index("--ssl-ca-certfile") + 1] == str(pki.ca_cert)
     with pytest.raises(ValueError, match="authentication needs TLS"):
         superlink_command(9000, tmp_path / "l", simulation=False, auth=True)
+    signed = superlink_command(9000, tmp_path / "l", simulation=False, tls=pki, auth=True, approvals=tmp_path / "a")
+    assert signed[1:6] == ["-m", "fedsense_tools.fab", "--approvals", str(tmp_path / "a"), "--"]
+    assert signed[6:] == secure[1:]  # the same SuperLink, serving the operator's signatures
 
 
 def _fleet(tmp_path: Path, tls: bool, auth: bool) -> fleetstate.Fleet:
@@ -84,11 +87,12 @@ def test_supernode_command_carries_the_devices_own_facts(tmp_path):
     assert cmd[cmd.index("--superlink") + 1] == "127.0.0.1:9092"
     assert cmd[cmd.index("--port") + 1] == "9200"
     assert cmd[cmd.index("--root-certificates") + 1] == str(tmp_path / "certs" / "ca.crt")
+    assert cmd[cmd.index("--trusted-entities") + 1] == str(tmp_path / "keys" / "trusted-entities.yaml")
     assert cmd[cmd.index("--auth-supernode-private-key") + 1] == "/keys/device-0"
     other = supernodes.supernode_command(f, f.devices[0], key="/keys/stranger")
     assert other[other.index("--auth-supernode-private-key") + 1] == "/keys/stranger"
     plain = supernodes.supernode_command(_fleet(tmp_path, tls=False, auth=False), f.devices[0])
-    assert "--insecure" in plain and "--root-certificates" not in plain
+    assert "--insecure" in plain and "--root-certificates" not in plain and "--trusted-entities" not in plain
     assert "--auth-supernode-private-key" not in plain
 
 
@@ -174,6 +178,12 @@ def test_cli_certs_for_a_real_superlink(tmp_path, capsys):
     assert "--host 127.0.0.1 --port 9093" in out and "--superlink fl.example.org:9092" in out
     conf = (tmp_path / "front" / "nginx.conf").read_text()
     assert "listen 0.0.0.0:9092 ssl;" in conf and "server 127.0.0.1:9093;" in conf
+    # The operator's app-signing key: private, its public half for every device's --trusted-entities.
+    assert (tmp_path / "app-signing").stat().st_mode & 0o777 == 0o600
+    assert f"-m fedsense_tools.fab --approvals {tmp_path / 'approvals'}" in out and "--trusted-entities" in out
+    assert main(["fleet", "sign", "--key", str(tmp_path / "app-signing"), "--approvals", str(tmp_path / "approvals")]) == 0
+    digest = capsys.readouterr().out.split("FAB sha256 ")[1].split(";")[0]
+    assert fab.verifications(tmp_path / "approvals", digest)  # what the SuperLink will hand the devices
 
 
 def test_a_killed_devices_node_comes_back_only_after_the_superlink_let_it_go():

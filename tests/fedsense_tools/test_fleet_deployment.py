@@ -230,6 +230,93 @@ def test_a_stranger_holding_ca_crt_can_only_dial_the_fleet_api(secure_fleet, tmp
     assert online == {d.node_id for d in f.devices}  # every device still there, no stranger node
 
 
+STRANGER_SERVER = """
+import json, time
+from pathlib import Path
+from flwr.app import Context, Message, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:  # ask every device once, write down what came back
+    nodes, deadline = [], time.time() + 60
+    while len(nodes) < 3 and time.time() < deadline:
+        nodes = list(grid.get_node_ids())
+        time.sleep(0.5)
+    replies = grid.send_and_receive([Message(RecordDict(), dst_node_id=n, message_type="query") for n in nodes],
+                                    timeout=120)
+    Path(context.run_config["out"]).write_text(json.dumps(
+        [{"node": r.metadata.src_node_id, "error": r.error.code if r.has_error() else None} for r in replies]))
+"""
+
+STRANGER_CLIENT = """
+from pathlib import Path
+from flwr.app import Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+
+app = ClientApp()
+
+
+@app.query()
+def query(msg: Message, context: Context) -> Message:  # anything could run here: raw windows, keys
+    Path(context.run_config["out"] + f".ran-on-{context.node_id}").write_text("the stranger's code ran")
+    return Message(RecordDict(), reply_to=msg)
+"""
+
+
+def _stranger_app(root: Path) -> Path:
+    (root / "stranger").mkdir(parents=True)
+    (root / "pyproject.toml").write_text(
+        '[project]\nname = "stranger"\nversion = "1.0.0"\n\n[tool.flwr.app]\npublisher = "stranger"\n\n'
+        '[tool.flwr.app.components]\nserverapp = "stranger.server:app"\nclientapp = "stranger.client:app"\n\n'
+        '[tool.flwr.app.config]\nout = ""\n')
+    (root / "stranger" / "__init__.py").write_text("")
+    (root / "stranger" / "server.py").write_text(STRANGER_SERVER)
+    (root / "stranger" / "client.py").write_text(STRANGER_CLIENT)
+    return root
+
+
+def test_devices_run_only_apps_the_operator_signed(secure_fleet, tmp_path):
+    """A stranger's app sent through the operator's own Control API — unsigned,
+    then with a signature file made with a key of its own — is refused by
+    every device (Flower's FAB verification against the operator's key), and
+    runs on none; the fleet's own run, signed by `fedsense fleet run`, still
+    completes."""
+    from flwr.common.constant import ErrorCode
+
+    from fedsense_tools import fab
+    from fedsense_tools.pki import make_signing_key
+
+    f = secure_fleet
+    app = _stranger_app(tmp_path / "app")
+    flwr = str(Path(sys.executable).parent / "flwr")
+    forged = make_signing_key(tmp_path / "forger", fab.KEY_ID)  # the operator's key id, another key
+    for attempt in ("unsigned", "forged"):
+        if attempt == "forged":
+            fab.sign_app(app, forged.private, f.approvals)  # where the SuperLink looks: it checks nothing itself
+        out = tmp_path / f"{attempt}.json"
+        proc = subprocess.run([flwr, "run", str(app), fleet.launcher.FEDERATION, "--run-config", f'out="{out}"',
+                               "--format", "json"], env=fleet.launcher.quiet_env(f.home), capture_output=True,
+                              text=True, timeout=120)
+        assert fleet.launcher._json_tail(proc.stdout).get("success") is True, proc.stdout  # the SuperLink took it
+        deadline = time.time() + 240
+        while not out.exists() and time.time() < deadline:
+            time.sleep(1)
+        replies = json.loads(out.read_text())
+        assert sorted(r["node"] for r in replies) == sorted(d.node_id for d in f.devices), attempt
+        assert all(r["error"] == ErrorCode.INVALID_FAB for r in replies), (attempt, replies)
+        assert list(tmp_path.glob(f"{attempt}.json.ran-on-*")) == [], attempt  # its code ran on no device
+    for d in f.devices:
+        assert "FAB could not be verified" in supernodes.node_log(f, d.name).read_text(errors="replace")
+    run_dir = tmp_path / "own-run"
+    fedsense("fleet", "run", str(f.path), str(SYNTHETIC), "--set", "fed.rounds=1",
+             *[a for kv in METHOD for a in ("--set", kv)], "--out", str(run_dir))
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
+    assert len(list(f.approvals.glob("*.json"))) >= 2  # the fleet's own app, signed each run, and the forgery
+
+
 # --------------------------------------------------------------------------- faults
 
 
