@@ -90,9 +90,8 @@ def up(
     fleet = Fleet(dir=str(root), address=f"127.0.0.1:{launcher.free_port()}", tls=tls, auth=auth)
     if tls:  # the devices dial the front; the SuperLink listens on 127.0.0.1 behind it
         fleet.link = f"127.0.0.1:{launcher.free_port()}"
+        make_signing_key(fleet.signing_key.parent, KEY_ID)  # devices run only apps this key signed
     server: ServerPki | None = make_server_pki(root / "certs") if tls else None
-    if tls:
-        make_signing_key(fleet.signing_key.parent, KEY_ID)  # keys/app-signing, keys/trusted-entities.yaml
     for i, (subject, path) in enumerate(chosen):
         fleet.devices.append(Device(name=f"device-{i}", data=str(path), subject=subject, partition_id=i,
                                     port=launcher.free_port()))
