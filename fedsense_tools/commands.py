@@ -274,8 +274,7 @@ def _cmd_fleet(args: argparse.Namespace) -> int:
         pki = make_server_pki(out, tuple(dict.fromkeys([*args.hosts, *LOCAL_NAMES])))
         signing = make_signing_key(out, fab.KEY_ID)
         conf = write_front(out / "front", f"0.0.0.0:{args.front_port}", args.link_port, pki)
-        print(f"SuperLink: {sys.executable} -m fedsense_tools.fab --approvals {out / 'approvals'} -- "
-              f"--host 127.0.0.1 --port {args.link_port} --ssl-ca-certfile {pki.ca_cert} "
+        print(f"SuperLink: {' '.join(fab.superlink_prefix(out / 'approvals'))} --host 127.0.0.1 --port {args.link_port} --ssl-ca-certfile {pki.ca_cert} "
               f"--ssl-certfile {pki.cert} --ssl-keyfile {pki.key} ...\n"
               f"TLS front: nginx {' '.join(front_args(out / 'front'))}   (passes the Fleet API only; {conf})\n"
               f"devices:   --superlink {args.hosts[0]}:{args.front_port} --root-certificates ca.crt "

@@ -46,6 +46,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from fedsense.fileio import atomic_write_bytes
+
 KEY_ID = "fedsense-operator"  # the name devices know the operator's key by (trusted entities)
 LICENSE = "valid_license"  # the SuperNode requires this entry before it looks at signatures
 SIGNED_BY = "signed by the fleet operator (fedsense_tools.fab)"
@@ -96,12 +98,8 @@ def sign_app(app_dir: Path, key: Path, approvals: Path) -> str:
     digest = fab_hash(app_dir)
     signed_at = int(time.time())
     signature = sign_message(load_private_key(Path(key)), create_message_to_sign(bytes.fromhex(digest), signed_at))
-    approvals = Path(approvals)
-    approvals.mkdir(parents=True, exist_ok=True)
     record = {"signature": base64.urlsafe_b64encode(signature).decode().rstrip("="), "signed_at": signed_at}
-    tmp = approvals / f".{digest}.json.tmp"
-    tmp.write_text(json.dumps({KEY_ID: record}) + "\n")
-    tmp.replace(approvals / f"{digest}.json")
+    atomic_write_bytes(Path(approvals) / f"{digest}.json", (json.dumps({KEY_ID: record}) + "\n").encode())
     return digest
 
 
@@ -149,6 +147,12 @@ def serve_signatures(approvals: Path) -> None:
 
     get_fab.fedsense_signed = True  # type: ignore[attr-defined]
     fleet_handlers.get_fab = get_fab
+
+
+def superlink_prefix(approvals: Path) -> list[str]:
+    """What starts a SuperLink that serves the signatures in ``approvals``;
+    ``flower-superlink``'s own arguments follow."""
+    return [sys.executable, "-m", "fedsense_tools.fab", "--approvals", str(approvals), "--"]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,6 +8,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from fedsense_tools.pki import SIGNING_KEY, TRUSTED_ENTITIES
 from fedsense_tools.processes import alive
 
 STATE = "fleet.json"
@@ -61,12 +62,12 @@ class Fleet:
     @property
     def signing_key(self) -> Path | None:
         """The operator's app-signing key (with --tls): devices run only apps it signed (fedsense_tools/fab.py)."""
-        return self.path / "keys" / "app-signing" if self.tls else None
+        return self.path / "keys" / SIGNING_KEY if self.tls else None
 
     @property
     def trusted_entities(self) -> Path | None:
         """Every device's ``--trusted-entities``: the public half of :attr:`signing_key`."""
-        return self.path / "keys" / "trusted-entities.yaml" if self.tls else None
+        return self.path / "keys" / TRUSTED_ENTITIES if self.tls else None
 
     @property
     def approvals(self) -> Path:

@@ -100,8 +100,7 @@ def superlink_command(
     With ``approvals``, through :mod:`fedsense_tools.fab`: the FABs devices
     fetch carry the operator's signatures found there."""
     cmd = [
-        *([sys.executable, "-m", "fedsense_tools.fab", "--approvals", str(approvals), "--"] if approvals
-          else [_bin("flower-superlink")]),
+        *(fab.superlink_prefix(approvals) if approvals else [_bin("flower-superlink")]),
         "--isolation", "subprocess",
         "--host", "127.0.0.1",
         "--port", str(port),

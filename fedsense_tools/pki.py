@@ -1,6 +1,6 @@
 """Certificates and keys for a fleet: a CA, the SuperLink's server certificate,
 one key pair per device for SuperNode authentication, and the operator's
-app-signing key (``fedsense_tools.appsign``).
+app-signing key (``fedsense_tools.fab``).
 
 What Flower expects, checked against Flower 1.41: the SuperLink takes a PEM
 CA certificate, server certificate and server key (``--ssl-*``); a SuperNode
@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
 VALID_DAYS = 365
+SIGNING_KEY = "app-signing"  # the operator's app-signing key (private)
+TRUSTED_ENTITIES = "trusted-entities.yaml"  # its public half, for every device
 LOCAL_NAMES = ("localhost", "127.0.0.1")
 
 
@@ -135,9 +137,9 @@ def make_device_key(out: Path, name: str) -> DeviceKey:
     )
 
 
-def make_signing_key(out: Path, key_id: str, name: str = "app-signing") -> SigningKey:
-    """The operator's Ed25519 app-signing key: ``<name>`` (private, OpenSSH)
-    and ``trusted-entities.yaml`` (``key_id: ssh-ed25519 ...``, what a
+def make_signing_key(out: Path, key_id: str) -> SigningKey:
+    """The operator's Ed25519 app-signing key: ``SIGNING_KEY`` (private,
+    OpenSSH) and ``TRUSTED_ENTITIES`` (``key_id: ssh-ed25519 ...``, what a
     SuperNode's ``--trusted-entities`` reads), under ``out``."""
     key = ed25519.Ed25519PrivateKey.generate()
     private = key.private_bytes(
@@ -145,6 +147,6 @@ def make_signing_key(out: Path, key_id: str, name: str = "app-signing") -> Signi
     )
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     return SigningKey(
-        private=_write(out / name, private, private=True),
-        trusted=_write(out / "trusted-entities.yaml", f"{key_id}: {public.decode()}\n".encode(), private=False),
+        private=_write(out / SIGNING_KEY, private, private=True),
+        trusted=_write(out / TRUSTED_ENTITIES, f"{key_id}: {public.decode()}\n".encode(), private=False),
     )
